@@ -176,3 +176,27 @@ def plot_report(results: list[FrameResult], path: str | Path, title: str = "") -
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def localize_frames(localize, frames, progress: bool = True, desc: str = "localizing") -> list[FrameResult]:
+    """Run ``localize(image, K) -> RelocResult`` over posed frames.
+
+    Image decoding is outside the timed call (as in ACE's protocol). An unreadable image is counted
+    as a failed frame, never dropped.
+    """
+    from tqdm import tqdm
+
+    from .data.scene_folder import ImageReadError
+
+    results = []
+    for f in tqdm(frames, desc=desc, unit="frame", disable=not progress, leave=False):
+        try:
+            img = f.load_image()
+        except (ImageReadError, OSError, ValueError) as exc:
+            results.append(FrameResult(f.name, f.pose_c2w, None, error=f"unreadable: {exc}"))
+            continue
+        r = localize(img, f.intrinsics(img.shape[1], img.shape[0]))
+        results.append(FrameResult(f.name, f.pose_c2w, r.pose_c2w if r.localized else None,
+                                   r.num_inliers, dict(r.timing_ms),
+                                   error=None if r.localized else f"lost: {r.message}"))
+    return results

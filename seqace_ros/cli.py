@@ -1,0 +1,242 @@
+"""The `seqace` command: build maps, localize, evaluate, and run the demo, without ROS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+log = logging.getLogger("seqace")
+
+
+def _add_mapping_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("mapping")
+    g.add_argument("--profile", default="cpu", choices=["cpu", "fast", "gpu"],
+                   help="preset: cpu (default, ~5 min for 500 frames on 2 cores), fast, gpu (ACE's scale)")
+    g.add_argument("--iterations", type=int, help="training iterations")
+    g.add_argument("--head-width", type=int, help="width of the head's layers")
+    g.add_argument("--head-blocks", type=int, help="residual blocks in the head")
+    g.add_argument("--buffer-size", type=int, help="training samples in the buffer")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--no-augment", action="store_true", help="disable scale/rotation/intensity augmentation")
+    g.add_argument("--targets", choices=["keypoint", "center"], help="2D target of a cell")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    g.add_argument("--seed", type=int)
+
+
+def _mapping_config(args):
+    from .mapping import profile
+
+    over = {k: v for k, v in {
+        "iterations": args.iterations, "head_width": args.head_width, "head_blocks": args.head_blocks,
+        "buffer_size": args.buffer_size, "batch_size": args.batch_size, "targets": args.targets,
+        "precision": args.precision, "seed": args.seed, "device": args.device,
+        "num_threads": args.threads}.items() if v is not None}
+    if args.no_augment:
+        over["augment"] = False
+    return profile(args.profile, **over)
+
+
+def _add_reloc_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("relocalization")
+    g.add_argument("--cells", type=int, default=1000, help="salient cells used per image (top-K)")
+    g.add_argument("--min-inliers", type=int, default=None)
+    g.add_argument("--reloc-device", default="auto")
+
+
+def _reloc_config(args):
+    from .relocalization import RelocConfig
+
+    cfg = RelocConfig(num_cells=args.cells)
+    if args.min_inliers is not None:
+        cfg = replace(cfg, min_inliers=args.min_inliers)
+    if getattr(args, "threads", None):
+        cfg = replace(cfg, ransac_threads=args.threads)
+    return cfg.validate()
+
+
+def cmd_map(args) -> int:
+    from .data.scene_folder import load_split
+    from .mapping import train_map
+
+    src = Path(args.source)
+    config = _mapping_config(args)
+    if src.is_dir() and (src / "train").is_dir():
+        frames = load_split(src, "train")
+        log.info("mapping %d frames of %s", len(frames), src / "train")
+        t0 = time.perf_counter()
+        scene_map = train_map(frames, config, progress=not args.quiet)
+    else:
+        try:
+            from .data import ros_bag
+        except ImportError as exc:
+            raise SystemExit(f"{src} is not a DSAC*/ACE scene folder (no {src}/train), and the bag "
+                             f"reader is unavailable: {exc}")
+        t0 = time.perf_counter()
+        scene_map = ros_bag.build_map_from_bag_args(args, config)
+    out = Path(args.out)
+    scene_map.save(out)
+    secs = scene_map.metadata["training"]["seconds"]
+    print(f"map written to {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s "
+          f"(buffer {secs['buffer']:.0f} s, training {secs['train']:.0f} s)")
+    skipped = scene_map.metadata["training"].get("skipped_images") or []
+    if skipped:
+        print(f"{len(skipped)} unreadable mapping image(s) skipped, e.g. {skipped[0]}")
+    return 0
+
+
+def _make_localizer(args, scene_map):
+    from .relocalization import Relocalizer
+
+    mode = getattr(args, "mode", "single")
+    cfg = _reloc_config(args)
+    if mode == "dense":
+        cfg = replace(cfg, num_cells=10 ** 9)
+    reloc = Relocalizer(scene_map, cfg, device=args.reloc_device)
+    if mode == "sequence":
+        try:
+            from .relocalization.sequence import SequenceRelocalizer
+        except ImportError as exc:
+            raise SystemExit(f"sequence mode is not available in this build: {exc}")
+        return SequenceRelocalizer(reloc.localize), reloc
+    return reloc, reloc
+
+
+def evaluate(scene: Path, scene_map, args, progress: bool = True) -> tuple[dict, list]:
+    from .data.scene_folder import load_split
+    from .evaluation import localize_frames, summarize
+
+    frames = load_split(scene, "test")
+    if args.limit:
+        frames = frames[: args.limit]
+    localizer, reloc = _make_localizer(args, scene_map)
+    fn = localizer.localize
+    if hasattr(localizer, "reset"):
+        # Sequence mode: the caller marks sequence boundaries from the frame numbering.
+        fn = _with_sequence_resets(localizer, frames)
+    results = localize_frames(fn, frames, progress=progress)
+    report = summarize(results, mode=getattr(args, "mode", "single"), scene=str(scene),
+                       map=reloc.map.metadata.get("training", {}).get("config", {}),
+                       relocalizer=reloc.describe())
+    return report, results
+
+
+def _with_sequence_resets(localizer, frames):
+    import re
+
+    numbers = []
+    for f in frames:
+        m = re.findall(r"\d+", f.name)
+        numbers.append(int(m[-1]) if m else None)
+    state = {"i": 0}
+
+    def fn(image, K):
+        i = state["i"]
+        state["i"] += 1
+        if i > 0 and (numbers[i] is None or numbers[i - 1] is None or numbers[i] != numbers[i - 1] + 1):
+            localizer.reset()
+        return localizer.localize(image, K)
+
+    return fn
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import format_table, per_frame_records, plot_report, write_json
+    from .mapfile import load_map
+
+    scene_map = load_map(args.map)
+    report, results = evaluate(Path(args.scene), scene_map, args, progress=not args.quiet)
+    print(format_table(report, title=f"{args.scene} ({report['mode']})"))
+    if args.json:
+        write_json({**report, "per_frame": per_frame_records(results)}, args.json)
+        print(f"report written to {args.json}")
+    if args.plot:
+        plot_report(results, args.plot, title=f"{Path(args.scene).name}: {report['mode']} mode")
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .mapfile import read_metadata
+
+    meta = read_metadata(args.map)
+    meta.get("training", {}).pop("loss_history", None)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqace", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and RANSAC")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("map", help="train a map from SCENE/train (DSAC*/ACE layout) or a ROS 2 bag")
+    m.add_argument("source", help="scene folder (with train/) or a ROS 2 bag")
+    m.add_argument("--out", required=True, help="map file to write (.safetensors)")
+    _add_mapping_args(m)
+    try:
+        from .data.ros_bag import add_bag_arguments
+        add_bag_arguments(m)
+    except ImportError:
+        pass
+    m.set_defaults(func=cmd_map)
+
+    e = sub.add_parser("evaluate", help="localize every image of SCENE/test and report accuracy")
+    e.add_argument("scene")
+    e.add_argument("--map", required=True)
+    e.add_argument("--json", help="write the report (and per-frame results) here")
+    e.add_argument("--plot", help="write a trajectory / error plot here (.png)")
+    e.add_argument("--mode", default="single", choices=["single", "sequence", "dense"])
+    e.add_argument("--limit", type=int, help="only the first N test frames")
+    _add_reloc_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="print a map file's metadata")
+    i.add_argument("map")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="make a synthetic scene (or use yours), map it, relocalize, report")
+    d.add_argument("--scene", default="room",
+                   help="synthetic scene kind (room, repetitive) or a DSAC*/ACE scene folder")
+    d.add_argument("--frames", type=int, default=None, help="mapping frames to render")
+    d.add_argument("--out", default="seqace_demo", help="output folder")
+    d.add_argument("--json", help="report file (default OUT/report.json)")
+    d.add_argument("--mode", default="single", choices=["single", "sequence", "dense"])
+    d.add_argument("--limit", type=int)
+    _add_mapping_args(d)
+    _add_reloc_args(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    from .data.scene_folder import SceneError
+    from .mapfile import MapFileError
+    try:
+        return int(args.func(args) or 0)
+    except (SceneError, MapFileError, ValueError, FileNotFoundError) as exc:
+        print(f"seqace {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

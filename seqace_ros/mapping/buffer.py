@@ -1,0 +1,120 @@
+"""The training buffer (ACE): encoder features of many augmented views of the mapping images,
+each with its 2D target pixel and the index of its image (pose and intrinsics live per image).
+
+Targets are kept in *nominal* pixels of the image rescaled to ``image_height``, so the loss
+thresholds mean the same at any input resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.scene_folder import ImageReadError, SceneFrame
+from ..encoder import PIXEL_CENTER_OFFSET, XFeatEncoder, prepare_image, to_gray
+from ..geometry import invert_pose
+from .augmentation import augment, map_points
+from .config import MappingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingBuffer:
+    features: torch.Tensor  # (N, C) half precision
+    targets: torch.Tensor  # (N, 2) float32, nominal pixels of image `image_index`
+    image_index: torch.Tensor  # (N,) int64
+    saliency: torch.Tensor  # (N,) float32 (used to pick the map's visualisation points)
+    w2c: torch.Tensor  # (M, 4, 4) float32 world -> camera per image
+    K: torch.Tensor  # (M, 3, 3) float32 nominal intrinsics per image
+    views: int
+    skipped: list[str]
+    seconds: float
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def to(self, device: torch.device) -> "TrainingBuffer":
+        for name in ("features", "targets", "image_index", "saliency", "w2c", "K"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def _load_gray(frame: SceneFrame) -> np.ndarray:
+    return to_gray(frame.load_image())
+
+
+def build_buffer(frames: list[SceneFrame], encoder: XFeatEncoder, config: MappingConfig,
+                 progress: bool = True, rank: int = 0, world_size: int = 1) -> TrainingBuffer:
+    """Fill the buffer with ``config.buffer_size`` samples (or fewer for tiny scenes).
+
+    Unreadable images are skipped and counted; their poses are never used.
+    """
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(config.seed + 7919 * rank)
+    gen = torch.Generator().manual_seed(config.seed + rank)
+    my_frames = list(range(rank, len(frames), world_size))
+    # Decode each image once; passes over the data re-augment from memory.
+    images: dict[int, np.ndarray] = {}
+    skipped: list[str] = []
+    for i in my_frames:
+        try:
+            images[i] = _load_gray(frames[i])
+        except (ImageReadError, OSError, ValueError) as exc:
+            skipped.append(f"{frames[i].name}: {exc}")
+            log.warning("skipping mapping image %s: %s", frames[i].name, exc)
+    if not images:
+        raise ValueError("no readable mapping image: " + "; ".join(skipped[:5]))
+    order = sorted(images)
+    n_views = max(len(order), int(np.ceil(config.buffer_size / world_size / config.samples_per_view)))
+    w2c = np.stack([invert_pose(f.pose_c2w) for f in frames]).astype(np.float32)
+    Ks = np.zeros((len(frames), 3, 3), np.float32)
+    nominal_scale = np.ones(len(frames))
+    for i, img in images.items():
+        H0, W0 = img.shape[:2]
+        s = config.image_height / H0
+        nominal_scale[i] = s
+        Ks[i] = np.diag([s, s, 1.0]) @ frames[i].intrinsics(W0, H0)
+    feats, targets, index, sal = [], [], [], []
+    n_salient = int(round(config.samples_per_view * config.salient_share))
+    bar = tqdm(total=n_views, desc="buffer", unit="view", disable=not progress, leave=False)
+    for v in range(n_views):
+        i = order[v % len(order)]
+        view = augment(images[i], config.image_height, rng if config.augment else None,
+                       config.scale_range, config.rotation_deg, config.brightness, config.contrast)
+        enc = encoder.encode_prepared(prepare_image(view.image, None, encoder.device))
+        pos = enc.keypoints if config.targets == "keypoint" else enc.centers
+        pos_orig = map_points(view.to_original, pos.cpu().numpy().astype(np.float64))
+        H0, W0 = images[i].shape[:2]
+        inside = ((pos_orig[:, 0] >= 0) & (pos_orig[:, 0] < W0) & (pos_orig[:, 1] >= 0)
+                  & (pos_orig[:, 1] < H0) & enc.valid.cpu().numpy())
+        cand = np.flatnonzero(inside)
+        if cand.size == 0:
+            bar.update(1)
+            continue
+        k = min(config.samples_per_view, cand.size)
+        sal_c = enc.saliency.cpu().numpy()[cand]
+        top = cand[np.argsort(-sal_c)[:min(n_salient, k)]]
+        rest = np.setdiff1d(cand, top, assume_unique=True)
+        extra = rng.choice(rest, size=min(k - top.size, rest.size), replace=False) if rest.size else rest
+        pick = np.concatenate([top, extra])
+        feats.append(enc.features[pick].to("cpu", torch.float16))
+        tgt = (pos_orig[pick] - PIXEL_CENTER_OFFSET) * nominal_scale[i]
+        targets.append(torch.from_numpy(tgt.astype(np.float32)))
+        index.append(torch.full((pick.size,), i, dtype=torch.int64))
+        sal.append(enc.saliency[pick].float().cpu())
+        bar.update(1)
+    bar.close()
+    del gen
+    buf = TrainingBuffer(features=torch.cat(feats), targets=torch.cat(targets),
+                         image_index=torch.cat(index), saliency=torch.cat(sal),
+                         w2c=torch.from_numpy(w2c), K=torch.from_numpy(Ks), views=n_views,
+                         skipped=skipped, seconds=time.perf_counter() - t0)
+    log.info("buffer: %d samples from %d views of %d images in %.1f s (%d skipped)",
+             len(buf), n_views, len(order), buf.seconds, len(skipped))
+    return buf

@@ -1,0 +1,96 @@
+"""Mapping settings. Defaults are the CPU profile (2 cores, about 5 minutes for 500 frames); the
+``gpu`` profile follows ACE's original scale."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass
+class MappingConfig:
+    # Encoder
+    encoder: str = "xfeat"
+    image_height: int = 480  # images are rescaled to this height (ACE: 480)
+    # Head (the map): width and depth trade speed for accuracy
+    head_width: int = 512
+    head_blocks: int = 2  # residual blocks of 3 layers (ACE: 2)
+    # Training buffer
+    buffer_size: int = 1_500_000  # feature samples (ACE: 8M)
+    samples_per_view: int = 1200  # cells taken from each augmented view
+    salient_share: float = 0.5  # of those, the share taken from the most salient cells
+    # Augmentation (ACE: scale 2/3..3/2, rotation 15 deg, brightness/contrast 10%)
+    augment: bool = True
+    scale_range: tuple[float, float] = (2.0 / 3.0, 1.5)
+    rotation_deg: float = 15.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    # 2D target of a cell: "keypoint" (XFeat's sub-cell keypoint) or "center" (ACE: cell centre)
+    targets: str = "keypoint"
+    # Optimisation (ACE: AdamW, one-cycle, max lr 5e-3, batch 5120, ~25k iterations)
+    iterations: int = 4000
+    batch_size: int = 2048
+    learning_rate: float = 5e-3
+    weight_decay: float = 0.01
+    # Reprojection loss (ACE): tanh hinge with a threshold annealed from tau_max+tau_min to tau_min
+    tau_max: float = 50.0
+    tau_min: float = 1.0
+    depth_min: float = 0.1
+    depth_max: float = 1000.0
+    max_reprojection_error: float = 1000.0
+    proxy_depth: float = 10.0
+    # Sequence (SeqACE cross-frame) loss; off = exactly the single-frame recipe
+    sequence: bool = False
+    sequence_weight: float = 0.5
+    # Runtime
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    num_threads: int | None = None  # torch threads; None = leave as is
+    seed: int = 2089
+    map_points: int = 20000  # scene points stored in the map for visualisation
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MappingConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown mapping settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def validate(self) -> "MappingConfig":
+        problems = []
+        if self.head_width < 16:
+            problems.append(f"head_width {self.head_width} < 16")
+        if self.iterations < 1:
+            problems.append(f"iterations {self.iterations} < 1")
+        if self.batch_size < 16:
+            problems.append(f"batch_size {self.batch_size} < 16")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            problems.append(f"scale_range {self.scale_range} is not 0 < min <= max")
+        if self.targets not in ("keypoint", "center"):
+            problems.append(f"targets {self.targets!r} is not 'keypoint' or 'center'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
+        if not 0.0 <= self.salient_share <= 1.0:
+            problems.append(f"salient_share {self.salient_share} outside [0, 1]")
+        if problems:
+            raise ValueError("invalid mapping settings: " + "; ".join(problems))
+        return self
+
+
+PROFILES = {
+    "cpu": MappingConfig(),
+    "fast": MappingConfig(head_width=256, buffer_size=600_000, iterations=2000),
+    # ACE's original scale, for a GPU.
+    "gpu": MappingConfig(buffer_size=8_000_000, samples_per_view=1024, iterations=25_000,
+                         batch_size=5120, num_threads=None),
+}
+
+
+def profile(name: str, **overrides) -> MappingConfig:
+    if name not in PROFILES:
+        raise ValueError(f"unknown mapping profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return replace(PROFILES[name], **overrides).validate()

@@ -1,0 +1,196 @@
+"""The mapping trainer: buffer -> head, ACE's recipe (AdamW, one-cycle, annealed tanh hinge).
+
+Runs on the CPU (bf16 autocast where the CPU supports it), on one GPU (fp16 autocast, buffer on the
+device), or on several processes under torchrun (DistributedDataParallel; gloo on CPU, nccl on
+GPU), each process filling the buffer from its share of the images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.scene_folder import SceneFrame
+from ..encoder import build_encoder, resolve_device
+from ..head import SceneHead
+from ..mapfile import SceneMap
+from .buffer import TrainingBuffer, build_buffer
+from .config import MappingConfig
+from .loss import reprojection_loss, tau_schedule
+
+log = logging.getLogger(__name__)
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bf16 matrix multiplies run natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting (None: plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, initialising the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _scene_mean(frames: list[SceneFrame]) -> torch.Tensor:
+    # ACE: the mean of the mapping camera centres.
+    return torch.tensor(np.mean([f.pose_c2w[:3, 3] for f in frames], axis=0), dtype=torch.float32)
+
+
+def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, progress: bool = True,
+              encoder=None) -> SceneMap:
+    """Train a map from posed mapping images. Returns the SceneMap (on rank 0 under torchrun; the
+    other ranks return the same trained head)."""
+    config = (config or MappingConfig()).validate()
+    if not frames:
+        raise ValueError("no mapping frames")
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    rank, world = _distributed()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+    t_start = time.perf_counter()
+    if encoder is None:
+        # Eager mode: augmentation makes many input sizes, and tracing costs seconds per size.
+        encoder = build_encoder(config.encoder, device=device, image_height=config.image_height,
+                                optimize=False)
+    buf = build_buffer(frames, encoder, config, progress=progress and rank == 0, rank=rank,
+                       world_size=world)
+    buf.to(device)
+
+    head = SceneHead(in_dim=encoder.feature_dim, width=config.head_width,
+                     num_blocks=config.head_blocks, mean=_scene_mean(frames)).to(device)
+    model: torch.nn.Module = head
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
+    history = _optimise(model, buf, config, device, progress and rank == 0)
+    t_train = time.perf_counter() - t_start - buf.seconds
+
+    head.eval().requires_grad_(False)
+    points = _map_points(head, buf, config, device)
+    seconds = time.perf_counter() - t_start
+    meta = {
+        "encoder": encoder.describe(),
+        "scene_mean": head.mean.cpu().tolist(),
+        "training": {
+            "config": config.to_dict(),
+            "frames": len(frames),
+            "skipped_images": buf.skipped,
+            "buffer_samples": len(buf),
+            "buffer_views": buf.views,
+            "world_size": world,
+            "device": str(device),
+            "precision": str(autocast_dtype(config.precision, device) or "fp32"),
+            "seconds": {"buffer": buf.seconds, "train": t_train, "total": seconds},
+            "final_loss": history[-1][1] if history else None,
+            "loss_history": history,
+        },
+        "camera": _camera_summary(buf),
+        "targets": config.targets,
+    }
+    head.cpu()
+    log.info("map trained in %.1f s (buffer %.1f s, %d samples; training %.1f s)",
+             seconds, buf.seconds, len(buf), t_train)
+    return SceneMap(head=head, metadata=meta, scene_points=points)
+
+
+def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig,
+              device: torch.device, progress: bool) -> list[tuple[int, float, float]]:
+    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                            weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate,
+                                                total_steps=config.iterations, cycle_momentum=False)
+    amp = autocast_dtype(config.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    n = len(buf)
+    perm = torch.randperm(n, generator=gen, device=device)
+    cursor = 0
+    history: list[tuple[int, float, float]] = []
+    bar = tqdm(range(config.iterations), desc="training", unit="it", disable=not progress,
+               leave=False, mininterval=0.5)
+    running = None
+    log_every = max(config.iterations // 20, 1)
+    for it in bar:
+        if cursor + config.batch_size > n:
+            perm = torch.randperm(n, generator=gen, device=device)
+            cursor = 0
+        idx = perm[cursor:cursor + config.batch_size]
+        cursor += config.batch_size
+        feats = buf.features[idx]
+        img = buf.image_index[idx]
+        tau = tau_schedule(it, config.iterations, config.tau_max, config.tau_min)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            points = model(feats if amp is not None else feats.float())
+        loss_per, valid = reprojection_loss(points.float(), buf.w2c[img], buf.K[img], buf.targets[idx],
+                                            tau, config.depth_min, config.depth_max,
+                                            config.max_reprojection_error, config.proxy_depth)
+        loss = loss_per.mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        lv = float(loss.detach())
+        running = lv if running is None else 0.95 * running + 0.05 * lv
+        if it % log_every == 0 or it == config.iterations - 1:
+            vfrac = float(valid.float().mean())
+            history.append((it, running, tau))
+            bar.set_postfix(loss=f"{running:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
+            log.debug("it %d loss %.3f tau %.2f valid %.3f", it, running, tau, vfrac)
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def _map_points(head: SceneHead, buf: TrainingBuffer, config: MappingConfig,
+                device: torch.device) -> np.ndarray:
+    """Scene points for visualisation: the head's predictions for the most salient buffer samples
+    whose reprojection under their own camera is good (so the cloud shows the map, not its noise)."""
+    n = min(len(buf), max(config.map_points * 4, 1))
+    idx = torch.argsort(buf.saliency, descending=True)[:n]
+    pts = head(buf.features[idx].float())
+    loss, valid = reprojection_loss(pts, buf.w2c[buf.image_index[idx]], buf.K[buf.image_index[idx]],
+                                    buf.targets[idx], tau=1.0)
+    good = valid & (loss < 0.9)  # tanh(e/1) < 0.9 ~ e < 1.5 px
+    pts = pts[good][:config.map_points]
+    return pts.cpu().numpy().astype(np.float32)
+
+
+def _camera_summary(buf: TrainingBuffer) -> dict:
+    K = buf.K[0].cpu().numpy()
+    return {"model": "pinhole", "nominal_height": None, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
+            "cx": float(K[0, 2]), "cy": float(K[1, 2])}

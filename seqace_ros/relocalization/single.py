@@ -1,0 +1,154 @@
+"""Single-frame relocalization: salient cells -> scene coordinates -> native RANSAC -> pose.
+
+Per image: encode, keep the top-K salient cells (SeqACE's keypoint selection), run the head on
+those cells only (the dense head is the slow part on a CPU), then RANSAC + refinement. When too few
+inliers support the pose, retry with all cells (the dense path); if that fails too the frame is
+reported ``lost`` rather than given a confident wrong pose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
+from ..mapfile import SceneMap, load_map
+from ..mapping.trainer import autocast_dtype
+from .result import LOCALIZED, LOST, RelocResult
+
+
+@dataclass
+class RelocConfig:
+    num_cells: int = 1000  # top-K salient cells (SeqACE: ~1000 keypoints)
+    min_inliers: int = 50  # fewer: try all cells, then report lost
+    max_median_error_px: float = 3.0  # inlier reprojection error above this: not trusted
+    dense_fallback: bool = True
+    # RANSAC (native): thresholds in pixels of the input image
+    inlier_threshold_px: float = 10.0
+    refine_threshold_px: float = 4.0
+    max_iterations: int = 256
+    time_budget_ms: float = 30.0
+    ransac_threads: int = 2
+    scoring: str = "soft"
+    seed: int = 0
+    precision: str = "auto"  # head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16
+    image_height: int | None = None  # None: the map's
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> "RelocConfig":
+        problems = []
+        if self.num_cells < 4:
+            problems.append(f"num_cells {self.num_cells} < 4")
+        if self.min_inliers < 4:
+            problems.append(f"min_inliers {self.min_inliers} < 4")
+        if self.inlier_threshold_px <= 0 or self.refine_threshold_px <= 0:
+            problems.append("RANSAC thresholds must be positive")
+        if self.scoring not in ("soft", "hard"):
+            problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
+        if problems:
+            raise ValueError("invalid relocalization settings: " + "; ".join(problems))
+        return self
+
+
+class Relocalizer:
+    """Localizes single images against a map."""
+
+    def __init__(self, scene_map: SceneMap, config: RelocConfig | None = None,
+                 device: str | torch.device | None = "auto", encoder=None) -> None:
+        self.config = (config or RelocConfig()).validate()
+        self.device = resolve_device(device)
+        enc_meta = scene_map.metadata.get("encoder", {})
+        height = self.config.image_height or enc_meta.get("image_height") or 480
+        self.encoder = encoder or build_encoder(scene_map.encoder_name, device=self.device,
+                                                image_height=height)
+        # Refuse a map made with other weights before it is used.
+        if enc_meta.get("weights_sha256") not in (None, self.encoder.weights_sha256):
+            from ..mapfile import MapFileError
+            raise MapFileError("the map was made with different encoder weights "
+                               f"({str(enc_meta.get('weights_sha256'))[:12]}...); rebuild it")
+        self.map = scene_map
+        self.head = scene_map.head.to(self.device).eval()
+        self.amp = autocast_dtype(self.config.precision, self.device)
+        self.use_keypoints = scene_map.metadata.get("targets", "keypoint") == "keypoint"
+        from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
+        self._ransac = ransac
+
+    @classmethod
+    def from_file(cls, path: str | Path, config: RelocConfig | None = None,
+                  device: str | torch.device | None = "auto") -> "Relocalizer":
+        return cls(load_map(path), config, device)
+
+    def _ransac_options(self) -> dict:
+        c = self.config
+        return dict(inlier_threshold_px=c.inlier_threshold_px, refine_threshold_px=c.refine_threshold_px,
+                    max_iterations=c.max_iterations, time_budget_ms=c.time_budget_ms,
+                    num_threads=c.ransac_threads, scoring=c.scoring, seed=c.seed,
+                    min_inliers=c.min_inliers)
+
+    @torch.no_grad()
+    def regress(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            return self.head(features).float()
+
+    @torch.no_grad()
+    def localize(self, image: np.ndarray, K: np.ndarray) -> RelocResult:
+        """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size)."""
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"intrinsics must be a finite 3x3 matrix with positive focal lengths, got {K}")
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        enc = self.encoder.encode(image)
+        t1 = time.perf_counter()
+        timing["encoder"] = (t1 - t0) * 1000.0
+        valid = torch.nonzero(enc.valid).squeeze(1)
+        k = min(self.config.num_cells, valid.numel())
+        sel = valid[torch.topk(enc.saliency[valid], k).indices]
+        result = self._solve(enc, sel, K, timing)
+        if (not result.localized and self.config.dense_fallback and valid.numel() > k):
+            dense = self._solve(enc, valid, K, timing)
+            dense.message = "dense fallback: " + dense.message
+            if dense.localized or dense.num_inliers > result.num_inliers:
+                result = dense
+        timing["total"] = (time.perf_counter() - t0) * 1000.0
+        result.timing_ms = timing
+        return result
+
+    def _solve(self, enc, cells: torch.Tensor, K: np.ndarray, timing: dict) -> RelocResult:
+        t0 = time.perf_counter()
+        pts3d = self.regress(enc.features[cells]).cpu().numpy().astype(np.float64)
+        pos = enc.keypoints if self.use_keypoints else enc.centers
+        pts2d = pos[cells].cpu().numpy().astype(np.float64) - PIXEL_CENTER_OFFSET
+        t1 = time.perf_counter()
+        timing["head"] = timing.get("head", 0.0) + (t1 - t0) * 1000.0
+        res = self._ransac.estimate_pose(pts2d, pts3d, K, **self._ransac_options())
+        timing["ransac"] = timing.get("ransac", 0.0) + (time.perf_counter() - t1) * 1000.0
+        inliers = np.asarray(res.inliers, dtype=bool)
+        n_in = int(inliers.sum())
+        out = RelocResult(status=LOST, num_inliers=n_in,
+                          inlier_ratio=n_in / max(len(pts2d), 1),
+                          reprojection_error_px=float(res.reprojection_error_px) if n_in else None,
+                          points2d=pts2d.astype(np.float32), points3d=pts3d.astype(np.float32),
+                          inliers=inliers, message=str(res.message))
+        if not res.success:
+            return out
+        if n_in < self.config.min_inliers:
+            out.message = f"only {n_in} inliers (< {self.config.min_inliers})"
+            return out
+        if out.reprojection_error_px is not None and out.reprojection_error_px > self.config.max_median_error_px:
+            out.message = f"median inlier error {out.reprojection_error_px:.1f} px too large"
+            return out
+        out.status = LOCALIZED
+        out.pose_c2w = np.asarray(res.T_c2w, dtype=np.float64)
+        out.covariance = np.asarray(res.covariance, dtype=np.float64)
+        return out
+
+    def describe(self) -> dict:
+        return {"config": asdict(self.config), "device": str(self.device),
+                "precision": str(self.amp or "fp32"), "encoder": self.encoder.describe()}

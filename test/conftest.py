@@ -1,0 +1,37 @@
+"""Shared fixtures: paths to the real data and small generated images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REDKITCHEN = Path(os.environ.get("SEQACE_REDKITCHEN", REPO.parent / "shared" / "data" / "7scenes_redkitchen"))
+
+
+@pytest.fixture(scope="session")
+def redkitchen() -> Path:
+    if not (REDKITCHEN / "train").is_dir():
+        pytest.skip(f"real data not found at {REDKITCHEN}")
+    return REDKITCHEN
+
+
+@pytest.fixture(scope="session")
+def texture():
+    """Factory for random textured test images: texture(h, w, seed)."""
+    return textured_image
+
+
+def textured_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A random multi-scale texture (uint8 BGR) that gives the encoder something to see."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w), np.float32)
+    for s in (4, 8, 16, 32):
+        noise = rng.random((h // s + 2, w // s + 2)).astype(np.float32)
+        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) / s
+    img = (255 * (img - img.min()) / (np.ptp(img) + 1e-6)).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
