@@ -1,0 +1,131 @@
+"""The node's link to the core: a loaded map, its relocalizer (single or sequence mode) and the
+rules that keep a pose honest. No rclpy here, so it is tested without ROS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..relocalization.result import LOST, RelocResult
+from .tf_math import covariance_is_well_formed
+
+
+class EngineError(RuntimeError):
+    """A map or mode that cannot be used; the message says why and what to do."""
+
+
+def sequence_mode_available() -> bool:
+    try:
+        from ..relocalization import SequenceRelocalizer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class EngineSettings:
+    mode: str = "single"
+    device: str = "auto"
+    num_cells: int = 1000
+
+
+class LocalizationEngine:
+    """Holds the map and the relocalizer; every call is serialised by one lock (the worker and the
+    services run on different threads)."""
+
+    def __init__(self, settings: EngineSettings):
+        self.settings = settings
+        self.scene_map = None
+        self.map_path: str | None = None
+        self._reloc = None
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._reloc is not None
+
+    def _config(self):
+        from ..relocalization import RelocConfig
+
+        names = {f.name for f in fields(RelocConfig)}
+        kwargs = {"num_cells": self.settings.num_cells} if "num_cells" in names else {}
+        return RelocConfig(**kwargs)
+
+    def _make(self, scene_map, mode: str):
+        if mode == "sequence":
+            try:
+                from ..relocalization import SequenceRelocalizer
+            except ImportError as exc:
+                raise EngineError("mode 'sequence' needs seqace_ros.relocalization.SequenceRelocalizer, "
+                                  "which this version does not have; use mode 'single'") from exc
+            return SequenceRelocalizer(scene_map, self._config())
+        from ..relocalization import Relocalizer
+
+        return Relocalizer(scene_map, self._config(), device=self.settings.device)
+
+    def load(self, path: str) -> dict:
+        """Load ``path`` and switch to it; on any error the current map stays. Returns its metadata."""
+        from ..mapfile import MapFileError, load_map
+
+        if not path:
+            raise EngineError("map_path is empty: set it to a map file written by build_map")
+        if not Path(path).is_file():
+            raise EngineError(f"map file {path} does not exist; build one with `ros2 run seqace_ros build_map`")
+        t0 = time.perf_counter()
+        try:
+            scene_map = load_map(path)
+            reloc = self._make(scene_map, self.settings.mode)
+        except MapFileError as exc:
+            raise EngineError(f"cannot load map {path}: {exc}") from exc
+        with self._lock:
+            self.scene_map, self._reloc, self.map_path = scene_map, reloc, path
+        self.load_seconds = time.perf_counter() - t0
+        return dict(scene_map.metadata)
+
+    def set_mode(self, mode: str) -> None:
+        if mode == self.settings.mode:
+            return
+        if self.scene_map is not None:
+            reloc = self._make(self.scene_map, mode)
+            with self._lock:
+                self._reloc = reloc
+        self.settings.mode = mode
+
+    def set_num_cells(self, num_cells: int) -> None:
+        self.settings.num_cells = num_cells
+        if self.scene_map is not None:
+            reloc = self._make(self.scene_map, self.settings.mode)
+            with self._lock:
+                self._reloc = reloc
+
+    def reset(self) -> None:
+        """Forget the sequence window (a no-op in single mode)."""
+        with self._lock:
+            if self._reloc is not None and hasattr(self._reloc, "reset"):
+                self._reloc.reset()
+
+    def scene_points(self) -> np.ndarray:
+        if self.scene_map is None:
+            return np.zeros((0, 3), np.float32)
+        return np.asarray(self.scene_map.scene_points, dtype=np.float32).reshape(-1, 3)
+
+    def localize(self, image: np.ndarray, K: np.ndarray, stamp: float | None = None,
+                 relative_motion: np.ndarray | None = None) -> RelocResult:
+        with self._lock:
+            if self._reloc is None:
+                return RelocResult(status=LOST, message="no map loaded")
+            if self.settings.mode == "sequence":
+                result = self._reloc.localize(image, K, stamp=stamp, relative_motion=relative_motion)
+            else:
+                result = self._reloc.localize(image, K)
+        # Never pass on a confident pose without an honest covariance.
+        if result.localized and (result.pose_c2w is None or not covariance_is_well_formed(result.covariance)):
+            return RelocResult(status=LOST, num_inliers=result.num_inliers, timing_ms=result.timing_ms,
+                               message="relocalizer gave a pose without a well-formed covariance")
+        return result

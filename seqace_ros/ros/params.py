@@ -1,0 +1,122 @@
+"""The relocalization node's parameters: one table with types, defaults, descriptions and checks.
+
+Pure Python (no rclpy): the node declares these with descriptors, the tests check the shipped
+YAML against them, and the docs table is generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+FRAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_/]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    read_only: bool = False  # changing it needs new subscriptions: set it at start-up
+    allow_empty: bool = True
+    frame: bool = False  # a TF frame id
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def validate(self, value: Any) -> str | None:
+        """None when ``value`` is acceptable, else the reason it is not (names the fix)."""
+        expected = self.type
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return f"{self.name} must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.min_value is not None and value < self.min_value:
+            return f"{self.name} must be >= {self.min_value}; got {value}"
+        if self.max_value is not None and value > self.max_value:
+            return f"{self.name} must be <= {self.max_value}; got {value}"
+        if isinstance(value, str):
+            if not value and not self.allow_empty:
+                return f"{self.name} must not be empty"
+            if self.frame and value and not FRAME_RE.match(value.lstrip("/")):
+                return f"{self.name} {value!r} is not a valid frame id (letters, digits, '_' and '/')"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("map_path", "", "Map file (.safetensors) written by build_map / `seqace map`; empty: none yet "
+              "(load one later by setting this parameter or calling ~/load_map)."),
+    ParamSpec("mode", "single", "single: every image on its own; sequence: a sliding window of frames "
+              "(uses odometry when odom_frame or odom_topic is set).", choices=("single", "sequence")),
+    ParamSpec("device", "auto", "Where the network runs: auto, cpu, cuda or cuda:N.", read_only=True,
+              check=lambda v: None if re.match(r"^(auto|cpu|cuda(:\d+)?)$", v) else
+              f"device must be auto, cpu, cuda or cuda:N; got {v!r}"),
+    ParamSpec("num_cells", 1000, "Feature cells (2D-3D correspondences) per image given to RANSAC.",
+              min_value=50, max_value=20000),
+    ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
+              allow_empty=False, frame=True),
+    ParamSpec("odom_frame", "", "Odometry frame: when set, publish map -> odom (REP-105) using odom -> camera "
+              "from TF at the image stamp; empty: publish map -> camera.", frame=True),
+    ParamSpec("camera_frame", "", "Camera optical frame; empty: the images' header.frame_id.", frame=True),
+    ParamSpec("publish_tf", True, "Publish the map -> odom (or map -> camera) transform."),
+    ParamSpec("transform_tolerance", 0.2, "Seconds the published transform is dated into the future, so "
+              "consumers never extrapolate (AMCL uses 1.0, rtabmap 0.1).", min_value=0.0, max_value=10.0),
+    ParamSpec("tf_publish_rate", 20.0, "Hz at which the latest transform is republished (0: only with each "
+              "new pose).", min_value=0.0, max_value=200.0),
+    ParamSpec("tf_lookup_timeout", 0.1, "Seconds to wait for odom -> camera at an image stamp.",
+              min_value=0.0, max_value=5.0),
+    ParamSpec("image_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); compressed: to "
+              "`image/compressed` (sensor_msgs/CompressedImage).", choices=("raw", "compressed"), read_only=True),
+    ParamSpec("image_qos", "sensor_data", "QoS of the image and camera_info subscriptions: sensor_data "
+              "(best effort) or reliable.", choices=("sensor_data", "reliable"), read_only=True),
+    ParamSpec("image_is_rectified", True, "true: images are rectified (intrinsics from CameraInfo P); "
+              "false: undistort with CameraInfo K, D first (for image_raw)."),
+    ParamSpec("publish_when_lost", False, "When lost, publish the last pose with a huge covariance instead "
+              "of publishing nothing."),
+    ParamSpec("lost_variance", 1.0e6, "Diagonal of the covariance published when lost (publish_when_lost).",
+              min_value=1.0),
+    ParamSpec("path_length", 500, "Poses kept in ~/path.", min_value=1, max_value=100000),
+    ParamSpec("publish_inliers", True, "Publish the inlier scene points as markers on ~/inliers."),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.05,
+              max_value=60.0),
+    ParamSpec("no_image_timeout", 2.0, "Report a warning on /diagnostics when no image came for this many "
+              "seconds.", min_value=0.1, max_value=3600.0),
+    ParamSpec("odom_topic", "", "nav_msgs/Odometry topic for the sequence mode's relative motion when TF "
+              "has no odom -> camera; empty: TF only.", read_only=True),
+    ParamSpec("initial_pose_gate", 2.0, "After /initialpose, accept only poses whose camera is within this "
+              "many metres (x, y) of it, or 3 sigma of its covariance if larger; 0: /initialpose only resets.",
+              min_value=0.0, max_value=1000.0),
+)
+
+BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Reason why ``name := value`` is refused, or None; unknown names are refused too."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}; known: {', '.join(sorted(BY_NAME))}"
+    return spec.validate(value)
+
+
+def defaults() -> dict[str, Any]:
+    return {p.name: p.default for p in PARAMETERS}
+
+
+def markdown_table() -> str:
+    """The parameters table of docs/ROS.md."""
+    rows = ["| parameter | default | description |", "| --- | --- | --- |"]
+    for p in PARAMETERS:
+        choices = f" One of: {', '.join(p.choices)}." if p.choices else ""
+        rows.append(f"| `{p.name}` | `{p.default!r}` | {p.description}{choices} |")
+    return "\n".join(rows)
