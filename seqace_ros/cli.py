@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -80,6 +81,8 @@ def cmd_map(args) -> int:
         t0 = time.perf_counter()
         scene_map = ros_bag.build_map_from_bag_args(args, config)
     out = Path(args.out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 writes the map
     scene_map.save(out)
     secs = scene_map.metadata["training"]["seconds"]
     print(f"map written to {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s "

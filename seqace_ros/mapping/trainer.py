@@ -142,7 +142,7 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
     history: list[tuple[int, float, float]] = []
     bar = tqdm(range(config.iterations), desc="training", unit="it", disable=not progress,
                leave=False, mininterval=0.5)
-    running = None
+    window_sum, window_n = 0.0, 0
     log_every = max(config.iterations // 20, 1)
     for it in bar:
         if cursor + config.batch_size > n:
@@ -164,13 +164,17 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
         scaler.step(opt)
         scaler.update()
         sched.step()
-        lv = float(loss.detach())
-        running = lv if running is None else 0.95 * running + 0.05 * lv
-        if it % log_every == 0 or it == config.iterations - 1:
+        window_sum += float(loss.detach())
+        window_n += 1
+        if (it + 1) % log_every == 0 or it == config.iterations - 1:
+            # Mean loss over the logging window (tau falls during training, so losses of different
+            # windows compare only roughly).
+            mean = window_sum / window_n
             vfrac = float(valid.float().mean())
-            history.append((it, running, tau))
-            bar.set_postfix(loss=f"{running:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
-            log.debug("it %d loss %.3f tau %.2f valid %.3f", it, running, tau, vfrac)
+            history.append((it, mean, tau))
+            bar.set_postfix(loss=f"{mean:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
+            log.debug("it %d loss %.3f tau %.2f valid %.3f", it, mean, tau, vfrac)
+            window_sum, window_n = 0.0, 0
     bar.close()
     return history
 

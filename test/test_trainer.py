@@ -1,0 +1,91 @@
+"""The mapping trainer: buffer contents, and the multi-process (torchrun / DDP, gloo) path."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import textured_image
+from seqace_ros.data.scene_folder import load_split
+from seqace_ros.encoder import XFeatEncoder
+from seqace_ros.geometry import rotvec_to_matrix
+from seqace_ros.mapping import MappingConfig
+from seqace_ros.mapping.augmentation import augment, map_points
+from seqace_ros.mapping.buffer import build_buffer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scene(root: Path, n: int = 6, h: int = 96, w: int = 128) -> Path:
+    for sub in ("rgb", "poses", "calibration"):
+        (root / "train" / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(root / f"train/rgb/{i:04d}.png"), textured_image(h, w, i))
+        T = np.eye(4)
+        T[:3, :3] = rotvec_to_matrix([0, 0.05 * i, 0])
+        T[:3, 3] = [0.1 * i, 0, 0]
+        np.savetxt(root / f"train/poses/{i:04d}.txt", T)
+        (root / f"train/calibration/{i:04d}.txt").write_text("100")
+    return root
+
+
+def test_augmentation_maps_positions_back_to_the_original_image():
+    img = textured_image(96, 128, 0)[:, :, 0]
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        v = augment(img, 96, rng, (0.7, 1.4), 15.0)
+        assert v.image.shape[0] % 32 == 0 and v.image.shape[1] % 32 == 0
+        # A bright dot in the original lands where the inverse map says.
+        dot = np.zeros_like(img)
+        dot[40:43, 60:63] = 255
+        w = augment(dot, 96, None)  # plain rescale: identity here
+        assert np.array_equal(w.image, dot)
+        A = np.vstack([v.to_original, [0, 0, 1]])
+        fwd = np.linalg.inv(A)[:2]
+        p = map_points(fwd, np.array([[61.5, 41.5]]))
+        back = map_points(v.to_original, p)
+        assert np.allclose(back, [[61.5, 41.5]])
+
+
+def test_buffer_targets_reproject_consistently(tmp_path):
+    frames = load_split(_scene(tmp_path), "train")
+    enc = XFeatEncoder(device="cpu", image_height=96, optimize=False)
+    cfg = MappingConfig(buffer_size=2000, samples_per_view=200, image_height=96)
+    buf = build_buffer(frames, enc, cfg, progress=False)
+    assert len(buf) >= 1500 and buf.features.shape[1] == 64
+    # Every target lies inside its (nominal) image; image indices cover all frames.
+    assert float(buf.targets.min()) >= -0.5 and float(buf.targets[:, 0].max()) < 128
+    assert set(buf.image_index.tolist()) == set(range(len(frames)))
+    assert torch.allclose(buf.K[0], torch.tensor([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_training_two_processes_gloo(tmp_path):
+    scene = _scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(REPO / "test" / "ddp_worker.py"), str(scene), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    # DDP keeps the replicas identical although each rank trained on its own share of images.
+    assert a.keys() == b.keys()
+    for k in a:
+        if k.startswith("head."):
+            assert torch.equal(a[k], b[k]), k
+    first, last, world = (out / "rank0.loss").read_text().split()
+    assert world == "2" and float(last) < float(first)
