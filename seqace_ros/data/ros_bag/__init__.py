@@ -5,13 +5,14 @@
 - :func:`build_map_from_bag`: read a bag and train a map (what ``build_map`` / ``seqace map BAG`` run).
 """
 
+from .build import add_bag_arguments, build_map_from_bag, build_map_from_bag_args, read_options_from_args
 from .images import ImageDecodeError, camera_info_to_intrinsics, compressed_msg_to_bgr, image_msg_to_bgr
 from .reader import BagError, BagReadSummary, read_bag_frames
 from .tf_buffer import TransformBuffer, TransformLookupError
 from .writer import BagLayout, write_scene_bag
 
 __all__ = [
-    "BagError", "BagLayout", "BagReadSummary", "ImageDecodeError", "TransformBuffer",
+    "add_bag_arguments", "build_map_from_bag", "build_map_from_bag_args", "read_options_from_args", "BagError", "BagLayout", "BagReadSummary", "ImageDecodeError", "TransformBuffer",
     "TransformLookupError", "camera_info_to_intrinsics", "compressed_msg_to_bgr", "image_msg_to_bgr",
     "read_bag_frames", "write_scene_bag",
 ]
