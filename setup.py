@@ -44,6 +44,21 @@ ext_modules = [
 ]
 
 
+# Keep in step with ROS_RUNTIME in test/ros_support/setup_ros_env.py (a test compares them).
+ROS_WHEELS = [
+    "ros-rclpy==9.1.2",
+    "ros-rmw-fastrtps-cpp==9.3.3",
+    "ros-std-msgs==5.5.1",
+    "ros-sensor-msgs==5.5.1",
+    "ros-geometry-msgs==5.5.1",
+    "ros-nav-msgs==5.5.1",
+    "ros-std-srvs==5.5.1",
+    "ros-visualization-msgs==5.5.1",
+    "ros-diagnostic-msgs==5.5.1",
+    "ros-ament-index-python==1.11.0",
+]
+
+
 def share(*patterns):
     files = []
     for p in patterns:
@@ -78,6 +93,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "poselib>=2.0"],
         "bench": ["poselib>=2.0"],
+        # ROS 2 kilted from PyPI, for machines without a ROS install (with ROS, use the system's).
+        # test/ros_support/setup_ros_env.py installs the same pins and generates tf2_msgs.
+        "ros": ROS_WHEELS,
     },
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
@@ -89,6 +107,8 @@ setup(
     entry_points={
         "console_scripts": [
             "seqace = seqace_ros.cli:main",
+            "relocalization_node = seqace_ros.ros.relocalization_node:main",
+            "build_map = seqace_ros.ros.build_map:main",
         ],
     },
 )

@@ -118,6 +118,8 @@ def _describe_topics(reader) -> str:
 
 def _pick_topic(reader, wanted: str | None, types: tuple[str, ...], what: str) -> tuple[str, str]:
     by_topic = {c.topic: c.msgtype for c in reader.connections}
+    if wanted and wanted not in by_topic and by_topic.get(wanted + "/compressed") in types:
+        wanted += "/compressed"  # the base name of an image_transport topic
     if wanted:
         if wanted not in by_topic:
             raise BagError(f"{what} topic {wanted} is not in the bag; it holds: {_describe_topics(reader)}")
