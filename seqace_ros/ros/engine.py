@@ -81,7 +81,9 @@ class LocalizationEngine:
         try:
             scene_map = load_map(path)
             reloc = self._make(scene_map, self.settings.mode)
-        except MapFileError as exc:
+        except EngineError:
+            raise
+        except (MapFileError, ImportError, ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"cannot load map {path}: {exc}") from exc
         with self._lock:
             self.scene_map, self._reloc, self.map_path = scene_map, reloc, path

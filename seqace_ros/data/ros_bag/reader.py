@@ -147,6 +147,8 @@ def _camera_info_for(image_topic: str, infos: list[str]) -> str | None:
 def _fill_tf(reader, buffer: TransformBuffer) -> int:
     conns = [c for c in reader.connections if c.msgtype == TF_TYPE]
     count = 0
+    if not conns:  # rosbags reads every topic when given no connections
+        return 0
     for conn, _, raw in reader.messages(connections=conns):
         msg = reader.deserialize(raw, conn.msgtype)
         static = conn.topic.endswith("tf_static")
