@@ -21,7 +21,7 @@ class EngineError(RuntimeError):
 
 def sequence_mode_available() -> bool:
     try:
-        from ..relocalization import SequenceRelocalizer  # noqa: F401
+        from ..relocalization.sequence import SequenceRelocalizer  # noqa: F401
     except ImportError:
         return False
     return True
@@ -58,16 +58,18 @@ class LocalizationEngine:
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
-        if mode == "sequence":
-            try:
-                from ..relocalization import SequenceRelocalizer
-            except ImportError as exc:
-                raise EngineError("mode 'sequence' needs seqace_ros.relocalization.SequenceRelocalizer, "
-                                  "which this version does not have; use mode 'single'") from exc
-            return SequenceRelocalizer(scene_map, self._config())
         from ..relocalization import Relocalizer
 
-        return Relocalizer(scene_map, self._config(), device=self.settings.device)
+        single = Relocalizer(scene_map, self._config(), device=self.settings.device)
+        if mode != "sequence":
+            return single
+        try:
+            from ..relocalization.sequence import SequenceRelocalizer
+        except ImportError as exc:
+            raise EngineError("mode 'sequence' needs seqace_ros.relocalization.sequence, which this "
+                              "installation lacks; use mode 'single'") from exc
+        # The tracker wraps the single-frame localizer (it is injected, not subclassed).
+        return SequenceRelocalizer(single.localize)
 
     def load(self, path: str) -> dict:
         """Load ``path`` and switch to it; on any error the current map stays. Returns its metadata."""
