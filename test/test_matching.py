@@ -159,7 +159,8 @@ class FakeDetector:
 
 def test_keyframe_decisions_follow_the_rules(monkeypatch):
     all_pts = np.arange(1000)
-    # 0 first; 1-2 small motion, full overlap; 3 keeps only 40% of the keyframe's points (overlap);
+    # 0 first; 1-2 small motion, full overlap; 3 keeps only 40% of the keyframe's points (< 50%:
+    # overlap);
     # 4 matched to 3; 5 moves far (motion); 6 shares too few points (failed)
     offsets = [0.0, 0.01, 0.02, 0.03, 0.04, 0.9, 0.9]
     visible = [all_pts, all_pts, all_pts, all_pts[:400], all_pts[:400], all_pts[:400],
@@ -167,8 +168,8 @@ def test_keyframe_decisions_follow_the_rules(monkeypatch):
     fake = FakeDetector(offsets, visible)
     monkeypatch.setattr(matching, "detect", fake)
     frames = [fake.frame(i) for i in range(len(offsets))]
-    out = match_sequence(frames, MatchingConfig(use_cache=False, use_pose_boundaries=False),
-                         progress=False)
+    out = match_sequence(frames, MatchingConfig(use_cache=False, use_pose_boundaries=False,
+                                                min_inlier_fraction=0.5), progress=False)
     got = [(m.keyframe_index, m.is_keyframe, m.reason) for m in out]
     assert got == [(0, True, "first"), (0, False, ""), (0, False, ""), (0, True, "overlap"),
                    (3, False, ""), (3, True, "motion"), (6, True, "failed")]

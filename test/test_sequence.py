@@ -227,7 +227,7 @@ def test_landmarks_track_known_motion_and_fuse():
     results = run(seq, stub, poses)
     assert results[0].message.endswith("single-frame only")
     for r, T in zip(results[1:], poses[1:]):
-        assert r.status == LOCALIZED and "fused (covariance-weighted" in r.message, r.message
+        assert r.status == LOCALIZED and "fused (covariance-weighted," in r.message, r.message
         t_err, r_err = pose_errors(r.pose_c2w, T)
         assert t_err < 0.01 and r_err < 0.3
         assert r.covariance.shape == (6, 6)

@@ -83,13 +83,11 @@ def disc_nms(xy: np.ndarray, radius: float, cap: int) -> np.ndarray:
     if len(pairs) == 0:
         return np.arange(min(n, cap))
     lo, hi = pairs.min(axis=1), pairs.max(axis=1)
-    order = np.argsort(hi, kind="stable")
-    lo, hi = lo[order], hi[order]
-    suppressed = np.zeros(n, bool)
-    # only points with an earlier neighbour need a decision; visit them in order
-    starts = np.searchsorted(hi, np.unique(hi))
-    ends = np.append(starts[1:], len(hi))
-    for s, e in zip(starts, ends):
-        if np.any(~suppressed[lo[s:e]]):
-            suppressed[hi[s]] = True
-    return np.flatnonzero(~suppressed)[:cap]
+    order = np.lexsort((lo, hi))
+    suppressed = bytearray(n)
+    # pairs sorted by their later point: when a point's pairs come up, every earlier point is final
+    # (a plain loop: numpy calls per pair would cost more than the pairs)
+    for a, b in zip(lo[order].tolist(), hi[order].tolist()):
+        if not suppressed[a]:
+            suppressed[b] = 1
+    return np.flatnonzero(np.frombuffer(bytes(suppressed), np.uint8) == 0)[:cap]
