@@ -62,7 +62,10 @@ class SceneHead(nn.Module):
             x = block(x)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
-        out = self.out(x).float()
+        # The output layer runs in fp32 even under autocast: coordinates in metres at bf16's 8-bit
+        # mantissa would be quantized to centimetres.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = self.out(x.float())
         h = F.softplus(out[:, 3:4], beta=self.beta) + 1.0 / MAX_SCALE
         h = h.clamp(max=1.0 / MIN_SCALE)
         return out[:, :3] / h + self.mean

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or update) the virtual environment .venv with seqace_ros and everything it needs.
+#   scripts/setup_env.sh          library + tests
+#   SEQACE_ROS=1 scripts/setup_env.sh   also the PyPI ROS 2 wheels (for the ROS tests and nodes)
+# Idempotent: a second run only checks. Needs python3 (3.10-3.12) with venv, and a C++17 compiler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -m pip install -q --upgrade pip setuptools wheel
+# torch first, pinned: nothing afterwards may replace it with a CUDA build.
+python -m pip install -q -c constraints.txt "torch==2.13.0"
+echo "[setup] installing seqace_ros (builds the native RANSAC module)"
+python -m pip install -q -c constraints.txt -e ".[test]"
+if [ "${SEQACE_ROS:-0}" = "1" ]; then
+  echo "[setup] installing the ROS 2 wheels"
+  python -m pip install -q -c constraints.txt -e ".[test,ros]"
+  if [ -f test/ros_support/setup_ros_env.py ]; then
+    python test/ros_support/setup_ros_env.py
+  fi
+fi
+python -c "import seqace_ros._native, seqace_ros.encoder; print('[setup] seqace_ros ready')"
