@@ -340,3 +340,21 @@ def test_frame_matches_round_trip_through_arrays():
         assert a.frame_index == b.frame_index and a.reason == b.reason
         assert np.array_equal(a.xy_frame, b.xy_frame) and np.array_equal(a.xy_keyframe, b.xy_keyframe)
         assert np.array_equal(a.keypoints, b.keypoints)
+
+
+@pytest.mark.realdata
+def test_redkitchen_matches_agree_with_ground_truth_poses(redkitchen):
+    from seqace_ros.data.scene_folder import load_split
+
+    frames = load_split(redkitchen, "train")[:10]
+    out = match_sequence(frames, MatchingConfig(use_cache=False), progress=False)
+    assert out[0].reason == "first" and all(m.num_matches > 300 for m in out[1:])
+    errs = []
+    for m in out[1:]:
+        a, b = frames[m.frame_index], frames[m.keyframe_index]
+        Kr = a.intrinsics(640, 480)
+        T = np.linalg.inv(b.pose_c2w) @ a.pose_c2w  # frame camera -> keyframe camera
+        F_gt = np.linalg.inv(Kr).T @ skew(T[:3, 3]) @ T[:3, :3] @ np.linalg.inv(Kr)
+        errs.append(sampson(F_gt, m.xy_frame, m.xy_keyframe))
+    e = np.concatenate(errs)
+    assert np.median(e) < 1.0 and np.percentile(e, 90) < 3.0  # 7-Scenes poses are good to ~1 cm

@@ -425,3 +425,41 @@ def test_bad_input_is_refused_clearly():
         SequenceRelocalizer(None)
     with pytest.raises(ValueError, match="fusion"):
         SequenceConfig(fusion="mean")
+
+
+# --- recording boundaries ----------------------------------------------------------------------
+
+def test_sequence_starts_from_frame_numbers():
+    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+
+    names = [f"frame-{i:06d}.color" for i in [*range(0, 50), *range(100, 150)]]
+    assert np.flatnonzero(sequence_starts(names)).tolist() == [0, 50]
+    sub = [f"{i:04d}" for i in [0, 10, 20, 30, 40, 600, 610, 620]]  # every 10th frame
+    assert np.flatnonzero(sequence_starts(sub)).tolist() == [0, 5]
+    assert np.flatnonzero(sequence_starts(["a3", "a4", "a2", "a3"])).tolist() == [0, 2]
+    assert np.flatnonzero(sequence_starts(["left", "right", "up"])).tolist() == [0]
+    with pytest.raises(ValueError, match="one pose per frame"):
+        sequence_starts(["a1", "a2"], [np.eye(4)])
+
+
+def test_sequence_starts_from_pose_jumps():
+    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+
+    poses = [camera(0.01 * i, 0, 2.0) for i in range(6)]
+    poses[3] = camera(0.5, 0, 2.0)  # a jump out and back: two cuts
+    starts = sequence_starts(["x"] * 6, poses)
+    assert np.flatnonzero(starts).tolist() == [0, 3, 4]
+    turned = [camera(0, 0, 2.0, yaw_deg=0.5 * i) for i in range(4)] + [camera(0, 0, 2.0, yaw_deg=40)]
+    assert np.flatnonzero(sequence_starts(["x"] * 5, turned)).tolist() == [0, 4]
+
+
+@pytest.mark.realdata
+def test_redkitchen_query_blocks_are_found(redkitchen):
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+
+    frames = load_split(redkitchen, "test")
+    starts = sequence_starts([f.name for f in frames])
+    assert np.flatnonzero(starts).tolist() == list(range(0, 500, 50))
+    assert np.array_equal(sequence_starts([f.name for f in frames], [f.pose_c2w for f in frames]),
+                          starts)
