@@ -86,6 +86,18 @@ def test_matches_follow_a_known_homography_to_subpixel_accuracy():
     assert np.percentile(err, 90) < 2.5
 
 
+def test_lighterglue_matcher_works_offline_and_agrees_with_the_homography():
+    img0 = cv2.resize(texture(6), (W, H), interpolation=cv2.INTER_AREA)
+    Hm = np.array([[0.99, 0.03, 5.0], [-0.02, 1.01, -3.0], [0.0, 1e-5, 1.0]])
+    img1 = cv2.warpPerspective(img0, Hm, (W, H), flags=cv2.INTER_CUBIC)
+    cfg = MatchingConfig(matcher="lighterglue")
+    f0, f1 = detect(img0, cfg), detect(img1, cfg)
+    i0, i1 = match_features(f0, f1, cfg)
+    p0, p1 = f0.keypoints[i0], f1.keypoints[i1]
+    err = np.linalg.norm(cv2.perspectiveTransform(p0[None].astype(np.float64), Hm)[0] - p1, axis=1)
+    assert len(p0) >= 100 and np.median(err) < 1.0
+
+
 def test_subpixel_keypoints_are_not_on_a_grid():
     img = cv2.resize(texture(2), (320, 256), interpolation=cv2.INTER_AREA)
     kp = detect(img, MatchingConfig(subpixel=True)).keypoints
