@@ -1,0 +1,32 @@
+// Pose covariance from the Gauss-Newton system of the final fit, expressed the way ROS wants it.
+//
+// Sigma_delta = sigma^2 (J^T J)^-1 in the refinement's parametrisation (a rotation vector on the
+// left of R_w2c and a translation offset, see reprojection.h), with sigma^2 estimated from the
+// inliers' pixel residuals. ROS's PoseWithCovariance wants (x, y, z, rot_x, rot_y, rot_z): the
+// camera centre in the world frame and a rotation about the world (fixed) axes on the left of
+// R_c2w, so Sigma is mapped through that change of variables' Jacobian G: G Sigma_delta G^T.
+#pragma once
+
+#include <string>
+
+#include "seqace/problem.h"
+#include "seqace/refine.h"
+#include "seqace/types.h"
+
+namespace seqace {
+
+struct CovarianceResult {
+  bool ok = false;
+  std::string why;            // set when !ok ("degenerate: ...")
+  Matrix6d covariance;        // ROS order, world frame
+  double sigma2_px = 0.0;     // estimated pixel noise variance per axis
+};
+
+CovarianceResult pose_covariance(const Problem& problem, const PointSet& inliers, const Pose& pose);
+
+// Jacobian d(C, phi) / d(w, dt) of the ROS coordinates (camera centre C = -R^T t, world-frame
+// rotation phi) with respect to the refinement's update, at the pose the refinement optimises
+// (world points centred on Problem::centroid; the centroid shifts C but not its derivatives).
+Matrix6d ros_from_update_jacobian(const Pose& pose);
+
+}  // namespace seqace
