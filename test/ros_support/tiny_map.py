@@ -75,7 +75,7 @@ def build_tiny_scene(cache_dir: Path, settings: TinySettings = TinySettings()) -
     if not (scene_dir / "test").is_dir():
         generate_scene(scene_dir, kind=settings.kind, mapping_frames=settings.mapping_frames,
                        query_frames=settings.query_frames, width=settings.width, height=settings.height,
-                       seed=settings.seed)
+                       seed=settings.seed, workers=1)
     config = MappingConfig(image_height=settings.image_height, head_width=settings.head_width,
                            head_blocks=settings.head_blocks, buffer_size=settings.buffer_size,
                            samples_per_view=settings.samples_per_view, iterations=settings.iterations,
