@@ -30,7 +30,7 @@ class RelocConfig:
     # RANSAC (native): thresholds in pixels of the input image
     inlier_threshold_px: float = 10.0
     refine_threshold_px: float = 4.0
-    max_iterations: int = 256
+    max_iterations: int = 1000  # adaptive stopping ends far earlier on good frames
     time_budget_ms: float = 30.0
     ransac_threads: int = 2
     scoring: str = "soft"

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""seqace_ros against the structure-based peer on 7-Scenes redkitchen, in one run.
+
+    python benchmarks/redkitchen.py [--scene PATH] [--json OUT.json] [--budgets fast,cpu]
+        [--threads 2] [--peer sift|xfeat|none] [--fp32-frames 100]
+
+For each mapping budget: map the 500 train frames (wall time), localize the 500 test frames
+(single-frame mode; per-frame median timing with images already decoded), and, on a subset, the
+frame rate with the head in fp32 (CPUs without bf16). Then the peer (benchmarks/peer_structure.py)
+on the same data with the same thread count. Prints one table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for p in (str(HERE), str(REPO)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+DEFAULT_SCENE = REPO.parent / "shared" / "data" / "7scenes_redkitchen"
+KEYS = ("10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg")
+
+
+def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
+               num_cells: int = 1000) -> dict:
+    import torch
+
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.evaluation import localize_frames, summarize
+    from seqace_ros.mapping import profile, train_map
+    from seqace_ros.relocalization import RelocConfig, Relocalizer
+
+    torch.set_num_threads(threads)
+    cfg = profile(budget, num_threads=threads)
+    t0 = time.perf_counter()
+    scene_map = train_map(load_split(scene, "train"), cfg, progress=True)
+    mapping_s = time.perf_counter() - t0
+    scene_map.save(out_dir / f"redkitchen_{budget}.safetensors")
+    test = load_split(scene, "test")
+    reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads), device="cpu")
+    results = localize_frames(reloc.localize, test, desc=f"seqace {budget}")
+    report = summarize(results, method=f"seqace ({budget})", mapping_s=mapping_s,
+                       mapping_config=cfg.to_dict(), threads=threads, num_cells=num_cells,
+                       head_precision=str(reloc.amp or "fp32"))
+    if fp32_frames:
+        r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
+                                                 precision="fp32"), device="cpu")
+        res32 = localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32 head")
+        s32 = summarize(res32)
+        report["fp32_head"] = {"frames": fp32_frames, "timing_ms": s32["timing_ms"], "fps": s32["fps"]}
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
+    ap.add_argument("--json", type=Path, default=REPO / "results" / "redkitchen.json")
+    ap.add_argument("--budgets", default="cpu", help="comma-separated mapping profiles (fast, cpu, gpu)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
+    ap.add_argument("--fp32-frames", type=int, default=100, help="frames timed with an fp32 head")
+    ap.add_argument("--cells", type=int, default=1000)
+    args = ap.parse_args()
+    if not (args.scene / "train").is_dir():
+        print(f"no scene at {args.scene}: pass --scene", file=sys.stderr)
+        return 2
+    from seqace_ros.evaluation import write_json
+
+    out_dir = args.json.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for budget in [b.strip() for b in args.budgets.split(",") if b.strip()]:
+        rows.append(run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, args.cells))
+    if args.peer != "none":
+        from peer_structure import run_peer
+        peer = run_peer(args.scene, features=args.peer, threads=args.threads)
+        peer["method"] = f"structure peer ({args.peer})"
+        rows.append(peer)
+    print()
+    print(f"{'method':28s} " + " ".join(f"{k:>10s}" for k in KEYS) + f" {'med cm':>7s} {'med deg':>7s}"
+          f" {'ms/frame':>8s} {'fps':>6s} {'map s':>6s}")
+    for r in rows:
+        fps = r.get("fps") or 0.0
+        ms = r.get("timing_ms", {}).get("total", float("nan"))
+        map_s = r.get("mapping_s", float("nan"))
+        print(f"{r['method']:28s} " + " ".join(f"{r['recall'][k]:9.1f}%" for k in KEYS)
+              + f" {r['median_translation_cm'] or float('nan'):7.2f} {r['median_rotation_deg'] or float('nan'):7.2f}"
+              f" {ms:8.1f} {fps:6.1f} {map_s:6.0f}")
+        if "fp32_head" in r:
+            print(f"{'  (head in fp32)':28s} {'':>43s} {'':>15s} {r['fp32_head']['timing_ms'].get('total', 0):8.1f}"
+                  f" {r['fp32_head']['fps'] or 0:6.1f}")
+    write_json({"scene": str(args.scene), "threads": args.threads, "cpu_count": os.cpu_count(),
+                "results": rows}, args.json)
+    print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
