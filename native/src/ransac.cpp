@@ -28,6 +28,9 @@ using Clock = std::chrono::steady_clock;
 // iteration count) is updated between rounds. Small enough not to overshoot the stopping
 // criterion much, large enough that the barrier costs little.
 constexpr int kRoundSize = 64;
+// Helpers are called in only when this many more hypotheses are needed: waking a pool thread
+// takes tens of microseconds, about the time a few rounds of cheap (bailed-out) hypotheses take.
+constexpr int kHelpersAfter = 4 * kRoundSize;
 // Local optimisation fits a random subset of at most this many inliers: as accurate for
 // ranking hypotheses as all of them, and a fixed cost whatever N is.
 constexpr int kLoMaxPoints = 256;
@@ -236,7 +239,7 @@ RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& op
     // Helpers only pay off once it is clear that more than a round or two is needed: an easy
     // problem is solved by the first round before a helper thread would even have woken up.
     if (rounds->num_helpers() == 0 && opt.num_threads > 1 && done > 0 &&
-        target - done > kRoundSize)
+        target - done > kHelpersAfter)
       rounds->add_helpers(opt.num_threads - 1);
     // Before any hypothesis has been found the bail-out test is off and every hypothesis is
     // scored in full: keep that first round short.

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <algorithm>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -40,16 +41,15 @@ class ThreadPool {
     return *pool;
   }
 
-  // Queues `copies` runs of `job`; starts threads so that each can run at once.
+  // Queues `copies` runs of `job`. The pool grows to the largest `copies` ever asked for and no
+  // further: a job that finds every thread busy (say, a previous call's helper that is just
+  // returning) waits in the queue rather than spawning a thread per call.
   void submit(const std::function<void()>& job, int copies) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       for (int i = 0; i < copies; ++i) jobs_.push_back(job);
-      while (idle_ + started_busy_ < static_cast<int>(jobs_.size()) && threads_ < kMaxThreads) {
-        ++threads_;
-        ++started_busy_;  // counts as busy until it reaches the queue
+      for (; threads_ < std::min(copies, kMaxThreads); ++threads_)
         std::thread([this] { loop(); }).detach();
-      }
     }
     cv_.notify_all();
   }
@@ -59,11 +59,8 @@ class ThreadPool {
 
   void loop() {
     std::unique_lock<std::mutex> lock(mutex_);
-    --started_busy_;
     for (;;) {
-      ++idle_;
       cv_.wait(lock, [&] { return !jobs_.empty(); });
-      --idle_;
       std::function<void()> job = std::move(jobs_.front());
       jobs_.pop_front();
       lock.unlock();
@@ -76,7 +73,7 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
-  int threads_ = 0, idle_ = 0, started_busy_ = 0;
+  int threads_ = 0;
 };
 
 }  // namespace seqace
