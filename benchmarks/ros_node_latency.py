@@ -115,11 +115,20 @@ def run(args) -> dict:
         ci.header.frame_id = "camera_optical_frame"
         msgs.append((m, ci))
 
-    # Wait for the node: map loaded and subscribed.
-    t0 = time.time()
-    while time.time() - t0 < 120 and node.count_subscribers("/camera/image_raw") == 0:
-        time.sleep(0.1)
-    time.sleep(1.0)
+    # Wait for the node: map loaded, encoder warmed up (reported on /diagnostics), subscribed.
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    warm = threading.Event()
+
+    def on_diag(msg):
+        for st in msg.status:
+            if any(kv.key == "warmed_up" and kv.value == "yes" for kv in st.values):
+                warm.set()
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, reliable)
+    if not warm.wait(300):
+        proc.stop()
+        raise SystemExit(f"the node did not warm up:\n{proc.log()[-3000:]}")
+    time.sleep(0.5)
     rss: list[tuple[float, float]] = []
     period = 1.0 / args.rate
     start = time.perf_counter()

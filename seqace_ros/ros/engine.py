@@ -45,6 +45,8 @@ class LocalizationEngine:
         self._reloc = None
         self._lock = threading.Lock()
         self.load_seconds: float | None = None
+        self.warm = False  # the first image of a size traces the encoder (seconds on a CPU)
+        self.warm_up_seconds: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -89,8 +91,29 @@ class LocalizationEngine:
             raise EngineError(f"cannot load map {path}: {exc}") from exc
         with self._lock:
             self.scene_map, self._reloc, self.map_path = scene_map, reloc, path
+            self.warm = False
         self.load_seconds = time.perf_counter() - t0
         return dict(scene_map.metadata)
+
+    def warm_up(self) -> bool:
+        """Localize one noise image of the map's camera size, so that the first real image is not
+        slowed by the encoder's one-off tracing. Returns True when it ran. Call it off the executor."""
+        if self.warm or self._reloc is None:
+            return False
+        cam = (self.scene_map.metadata or {}).get("camera") or {}
+        cx, cy = cam.get("cx"), cam.get("cy")
+        width, height = (int(round(2 * cx)), int(round(2 * cy))) if cx and cy else (640, 480)
+        K = np.array([[cam.get("fx") or width, 0, width / 2], [0, cam.get("fy") or width, height / 2], [0, 0, 1.0]])
+        image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+        t0 = time.perf_counter()
+        with self._lock:
+            if self._reloc is not None:
+                self._reloc.localize(image, K)
+                if hasattr(self._reloc, "reset"):
+                    self._reloc.reset()
+            self.warm = True
+        self.warm_up_seconds = time.perf_counter() - t0
+        return True
 
     def set_mode(self, mode: str) -> None:
         if mode == self.settings.mode:
@@ -98,7 +121,7 @@ class LocalizationEngine:
         if self.scene_map is not None:
             reloc = self._make(self.scene_map, mode)
             with self._lock:
-                self._reloc = reloc
+                self._reloc, self.warm = reloc, False
         self.settings.mode = mode
 
     def set_num_cells(self, num_cells: int) -> None:
@@ -106,7 +129,7 @@ class LocalizationEngine:
         if self.scene_map is not None:
             reloc = self._make(self.scene_map, self.settings.mode)
             with self._lock:
-                self._reloc = reloc
+                self._reloc, self.warm = reloc, False
 
     def reset(self) -> None:
         """Forget the sequence window (a no-op in single mode)."""

@@ -245,6 +245,7 @@ class RelocalizationNode(Node):
         while not self._slot.closed:
             msg = self._slot.take(timeout=0.5)
             if msg is None:
+                self._warm_up()
                 continue
             try:
                 self._process(msg)
@@ -252,6 +253,14 @@ class RelocalizationNode(Node):
                 self.stats.bad_image(f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"failed on one image: {exc}\n{traceback.format_exc()}",
                                         throttle_duration_sec=5.0)
+
+    def _warm_up(self) -> None:
+        try:
+            if self.engine.warm_up():
+                self.get_logger().info(f"warmed up in {self.engine.warm_up_seconds:.1f} s")
+        except Exception as exc:  # a failed warm-up only costs time on the first image
+            self.engine.warm = True
+            self.get_logger().warning(f"warm-up failed: {exc}")
 
     def _decode(self, msg) -> tuple[np.ndarray, np.ndarray] | None:
         info = self._camera_info
@@ -362,6 +371,7 @@ class RelocalizationNode(Node):
     def _publish_diagnostics(self) -> None:
         v = self.stats.verdict(self.engine.ready, self.engine.map_path or self.p["map_path"], self.p["mode"],
                                self.tf_out.backend, self._slot.replaced, self.p["no_image_timeout"])
+        v.values["warmed_up"] = "yes" if self.engine.warm else "no"
         status = DiagnosticStatus(level=bytes([v.level]), name=f"{self.get_name()}: relocalization",
                                   message=v.message, hardware_id=self.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=s) for k, s in v.values.items()])

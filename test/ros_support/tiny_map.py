@@ -24,9 +24,9 @@ class TinySettings:
     image_height: int = 192  # encoder input height (a multiple of 32)
     head_width: int = 128
     head_blocks: int = 1
-    buffer_size: int = 60_000
-    samples_per_view: int = 600
-    iterations: int = 600
+    buffer_size: int = 40_000
+    samples_per_view: int = 700
+    iterations: int = 400
     batch_size: int = 1024
     threads: int = 2
 

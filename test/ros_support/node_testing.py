@@ -1,0 +1,104 @@
+"""Fixtures and helpers shared by the real-rclpy node tests (test_ros_node*.py).
+
+Import the fixtures into a test module (``from ros_support.node_testing import ros_env, tiny,
+queries``) so pytest finds them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from .harness import RosClient, apply_environment, pick_domain_id
+from .tiny_map import build_tiny_scene, core_missing
+
+CAMERA_FRAME = "camera_optical_frame"
+REMAPS = ["-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+
+
+def have_tf2_msgs() -> bool:
+    try:
+        import tf2_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def ros_env():
+    """Loopback-only discovery in a domain of this run's own; rclpy initialised in this process."""
+    import rclpy
+
+    env = apply_environment(pick_domain_id())
+    rclpy.init()
+    yield env
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny synthetic scene and its map, built once per session (SEQACE_TEST_CACHE: reuse a folder)."""
+    reason = core_missing()
+    if reason:
+        pytest.skip(f"core not available: {reason}")
+    cache = os.environ.get("SEQACE_TEST_CACHE")
+    return build_tiny_scene(cache if cache else tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def queries(tiny):
+    """(image, K, true pose) of the tiny scene's query frames."""
+    from seqace_ros.data.scene_folder import load_split
+
+    out = []
+    for f in load_split(tiny.scene_dir, "test"):
+        image = f.load_image()
+        out.append((image, f.intrinsics(image.shape[1], image.shape[0]), f.pose_c2w))
+    return out
+
+
+def stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def diag_status(client: RosClient):
+    """The latest DiagnosticStatus of the client's node (other nodes publish on /diagnostics too)."""
+    for _, m in reversed(client.messages("diagnostics")):
+        for st in m.status:
+            if st.hardware_id == client.ns:
+                return st
+    return None
+
+
+def diag_values(client: RosClient) -> dict[str, str]:
+    st = diag_status(client)
+    return {kv.key: kv.value for kv in st.values} if st is not None else {}
+
+
+def wait_warm(client: RosClient, timeout: float) -> bool:
+    """The node is up, its map loaded and its encoder traced (so the first image is not slow)."""
+    return bool(client.wait_for(lambda: diag_values(client).get("warmed_up") == "yes", timeout))
+
+
+def frames_done(client: RosClient) -> int:
+    """Frames the node has answered: a pose, or the inlier marker of a lost frame (by stamp)."""
+    stamps = {stamp_ns(m) for _, m in client.messages("pose")} | {stamp_ns(m) for _, m in client.messages("inliers")}
+    return len(stamps)
+
+
+def process(client: RosClient, image, K, timeout: float = 20.0, **kw):
+    """Publish one frame and wait until the node has answered it; returns (stamp, pose msg or None)."""
+    stamp = client.now_ns()
+    n_before = frames_done(client)
+    client.publish_frame(image, K, stamp, CAMERA_FRAME, **kw)
+    client.wait_for(lambda: frames_done(client) > n_before, timeout)
+    pose = [m for _, m in client.messages("pose") if stamp_ns(m) == stamp]
+    return stamp, (pose[0] if pose else None)
+
+
+def pose_matrix(pose) -> np.ndarray:
+    from seqace_ros.ros.messages import pose_to_matrix
+
+    return pose_to_matrix(pose)
