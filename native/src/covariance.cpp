@@ -17,6 +17,31 @@ Eigen::Matrix3d skew(const Eigen::Vector3d& v) {
 // Relative eigenvalue below which J^T J counts as singular (after scaling it to unit diagonal).
 constexpr double kDegenerateRatio = 1e-12;
 
+// Mean of e^2 = |r|^2 for 2D Gaussian residuals of per-axis variance s2 that are kept only when
+// e^2 < T: e^2 is exponential with mean 2 s2, truncated at T.
+double truncated_mean_e2(double s2, double T) {
+  const double q = std::exp(-T / (2.0 * s2));
+  return 2.0 * s2 - T * q / (1.0 - q);
+}
+
+}  // namespace
+
+double truncated_noise_variance(double mean_e2, double threshold_px) {
+  const double T = threshold_px * threshold_px;
+  if (!(threshold_px > 0.0) || !std::isfinite(T)) return 0.5 * mean_e2;
+  // The truncated mean rises from 0 to T / 2 (uniform in the disc) as s2 grows: invert it by
+  // bisection in log space; inliers that fill the disc evenly say "at least this noisy".
+  const double target = std::min(mean_e2, 0.99 * 0.5 * T);
+  double lo = 0.25 * target, hi = 1e4 * T;
+  for (int it = 0; it < 60; ++it) {
+    const double mid = std::sqrt(lo * hi);
+    (truncated_mean_e2(mid, T) < target ? lo : hi) = mid;
+  }
+  return std::sqrt(lo * hi);
+}
+
+namespace {
+
 }  // namespace
 
 Matrix6d ros_from_update_jacobian(const Pose& pose) {
@@ -30,7 +55,8 @@ Matrix6d ros_from_update_jacobian(const Pose& pose) {
   return G;
 }
 
-CovarianceResult pose_covariance(const Problem& prob, const PointSet& inliers, const Pose& pose) {
+CovarianceResult pose_covariance(const Problem& prob, const PointSet& inliers, const Pose& pose,
+                                 double inlier_threshold_px) {
   CovarianceResult out;
   int n = 0;
   for (const auto& idx : inliers) n += static_cast<int>(idx.size());
@@ -57,7 +83,10 @@ CovarianceResult pose_covariance(const Problem& prob, const PointSet& inliers, c
   }
   const Matrix6d Hn_inv =
       eig.eigenvectors() * ev.cwiseInverse().asDiagonal() * eig.eigenvectors().transpose();
-  out.sigma2_px = sse / dof;
+  // sse / dof is unbiased for untruncated residuals; the inliers were selected by their error,
+  // which hides the tail and would make the covariance too confident when the noise is a
+  // sizeable fraction of the threshold (2 px noise, 4 px threshold: 31 % low).
+  out.sigma2_px = truncated_noise_variance(2.0 * sse / dof, inlier_threshold_px);
   const Matrix6d cov_update = out.sigma2_px * (s.asDiagonal() * Hn_inv * s.asDiagonal());
   const Matrix6d G = ros_from_update_jacobian(pose);
   Matrix6d cov = G * cov_update * G.transpose();

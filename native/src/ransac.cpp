@@ -328,7 +328,7 @@ RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& op
     m << budget_note << "too few inliers: " << n_inliers << " < min_inliers " << needed;
     return finish(m.str());
   }
-  const CovarianceResult cov = pose_covariance(prob, inliers, pose);
+  const CovarianceResult cov = pose_covariance(prob, inliers, pose, opt.refine_threshold_px);
   if (!cov.ok) return finish(budget_note + cov.why);
   res.covariance = cov.covariance;
   res.success = true;

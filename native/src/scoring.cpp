@@ -15,7 +15,19 @@ constexpr double kBailoutSigmas = 3.0;
 constexpr double kSoftCutoff2 = 49.0;
 constexpr int kLutSize = 4096;
 
-// Written so that GCC/Clang vectorise it at -O3 (no branches, restrict pointers, float).
+// Written so that GCC/Clang vectorise it at -O3 (no branches, restrict pointers, float). On
+// x86-64 an AVX2 clone (8 floats per instruction instead of SSE2's 4) is picked at load time
+// when the CPU has it, so the extension still runs on any x86-64.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SEQACE_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef SEQACE_TARGET_CLONES
+#define SEQACE_TARGET_CLONES
+#endif
+
+SEQACE_TARGET_CLONES
 int project_block(const float* __restrict X, const float* __restrict Y, const float* __restrict Z,
                   const float* __restrict U, const float* __restrict V, int n, const float* P,
                   float tau2, float* __restrict err2) {
