@@ -1,0 +1,181 @@
+"""The scene kinds: a furnished room with unique textures everywhere, and a repetitive room.
+
+Both are z-up, in metres, with a region in front of the main wall where trajectories go (about
+the extent of the 7-Scenes redkitchen trajectory: 2 x 0.6 x 1 m) and a mean viewing direction
+towards the main wall, like a person or robot working at a kitchen counter.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import textures as tx
+from .lighting import bake_lightmap
+from .scene import Face, Light, Scene, SceneBuilder, box_faces, rect_face
+
+DEFAULT_PPM = 256.0  # texels per metre: ~4 mm texels, about one pixel at 2 m with f = 525
+
+Material = Callable[[np.random.Generator, int, int, float], np.ndarray]
+
+
+def _decorated(base: Material, coverage: float = 0.5, keep_out=None) -> Material:
+    def make(rng, h, w, ppm):
+        return tx.decorate_wall(rng, base(rng, h, w, ppm), ppm, coverage,
+                                keep_out(h, w, ppm) if keep_out else None)
+    return make
+
+
+def _plain(fn) -> Material:
+    """Adapt a (rng, h, w) generator to the material signature."""
+    return lambda rng, h, w, ppm: fn(rng, h, w)
+
+
+def _floor_tiles(tile_m: float) -> Material:
+    return lambda rng, h, w, ppm: tx.tiled_floor(rng, h, w, ppm, tile_m)
+
+
+def _lamp(rng, h, w, ppm):
+    img = np.full((h, w, 3), 250, np.uint8)
+    img[:, :, 0] = 235  # slightly warm
+    return tx.grain(rng, img, 2.0)
+
+
+def _add_box(b: SceneBuilder, lo, hi, materials: dict[str, Material] | Material,
+             bottom: bool = False, name: str = "box") -> None:
+    for side, face in box_faces(np.array(lo), np.array(hi), bottom=bottom, name=name).items():
+        mat = materials.get(side, materials.get("*")) if isinstance(materials, dict) else materials
+        b.add(face, material=mat)
+
+
+def build_room(seed: int, ppm: float = DEFAULT_PPM) -> Scene:
+    """A 5 x 4 x 2.6 m room: kitchen counter and wall cabinets on the far wall, a bookshelf,
+    a table, a sofa, a rug; walls with posters, pictures, boards and windows. Every texture is
+    drawn independently, so no two places look alike."""
+    rng = np.random.default_rng([seed, 1])
+    b = SceneBuilder(rng, ppm)
+    lo, hi = np.array([0.0, 0.0, 0.0]), np.array([5.0, 4.0, 2.6])
+    walls = box_faces(lo, hi, inward=True, name="room")
+    wall_bases = [tx.plaster, tx.concrete, tx.plaster, tx.concrete]
+    for i, side in enumerate(("-x", "+x", "-y", "+y")):
+        b.add(walls[side], material=_decorated(wall_bases[i], coverage=0.55))
+    b.add(walls["-z"], material=lambda r, h, w, p: tx.wood(r, h, w, p, planks=True))
+    b.add(walls["+z"], material=tx.ceiling, ppm=ppm / 2)
+
+    # Far wall (y = 4): counter with worktop clutter, wall cabinets, appliances.
+    _add_box(b, (0.3, 3.35, 0.0), (3.9, 4.0, 0.9),
+             {"-y": tx.cabinet, "+z": tx.concrete, "*": tx.wood}, name="counter")
+    _add_box(b, (0.3, 3.65, 1.5), (2.3, 4.0, 2.2), {"-y": tx.cabinet, "*": tx.wood}, bottom=True,
+             name="wallcab")
+    _add_box(b, (2.6, 3.45, 0.9), (3.15, 3.9, 1.22), {"-y": _plain(tx.poster), "*": tx.concrete},
+             name="microwave")
+    _add_box(b, (0.9, 3.55, 0.9), (1.15, 3.75, 1.22), _plain(tx.poster), name="cereal")
+    _add_box(b, (1.5, 3.5, 0.9), (1.62, 3.62, 1.1), _plain(tx.picture), name="jar")
+    # Right wall: a tall bookshelf; left: a sofa; middle: a table on a rug.
+    _add_box(b, (4.55, 1.9, 0.0), (5.0, 3.2, 2.0), {"-x": tx.bookshelf, "*": tx.wood}, name="shelf")
+    _add_box(b, (0.0, 1.3, 0.0), (0.85, 2.6, 0.75), tx.rug, name="sofa")
+    _add_box(b, (1.9, 2.2, 0.70), (3.1, 2.9, 0.76), tx.wood, bottom=True, name="table")
+    for k, (x, y) in enumerate([(1.95, 2.25), (3.0, 2.25), (1.95, 2.8), (3.0, 2.8)]):
+        _add_box(b, (x, y, 0.0), (x + 0.05, y + 0.05, 0.70), tx.wood, name=f"leg{k}")
+    _add_box(b, (2.2, 2.4, 0.76), (2.45, 2.6, 0.95), _plain(tx.poster), name="box_on_table")
+    b.add(rect_face(2, 0.004, 1, (1.4, 1.8), (3.6, 3.3), "rug"), material=tx.rug)
+    lights = [Light((1.5, 2.0, 2.45), 1.4, 0.15), Light((3.5, 2.0, 2.45), 1.4, 0.15),
+              Light((2.5, 0.8, 2.45), 0.8, 0.15)]
+    for i, L in enumerate(lights):
+        x, y, _ = L.position
+        b.add(rect_face(2, 2.598, -1, (x - 0.3, y - 0.3), (x + 0.3, y + 0.3), f"lamp{i}", True),
+              material=_lamp, ppm=ppm / 4)
+    return _finish(b, "room", seed, lights, (lo, hi), center=(2.5, 1.3, 1.35))
+
+
+def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0) -> Scene:
+    """An 8 x 4 x 2.6 m room whose long walls are one module repeated every ``module_m``
+    metres (window, poster, shelf underneath), with a tiled floor and panelled ceiling of the
+    same period. Only a few things are unique (one poster on the far wall, a cabinet, the end
+    walls), so most single views could have been taken a module to the left or right."""
+    rng = np.random.default_rng([seed, 2])
+    b = SceneBuilder(rng, ppm)
+    length = 8.0
+    lo, hi = np.array([0.0, 0.0, 0.0]), np.array([length, 4.0, 2.6])
+    walls = box_faces(lo, hi, inward=True, name="room")
+
+    def module(window_side: bool) -> Material:
+        """One wall module: plaster with a window (far wall) or a poster (back wall)."""
+        def make(rng_, h, w, p):
+            base = tx.plaster(rng_, h, w, p)
+            if window_side:
+                ww, wh = int(0.6 * p), int(0.9 * p)
+                x0, y0 = (w - ww) // 2, int(0.45 * p)
+                base[y0:y0 + wh, x0:x0 + ww] = tx.window(rng_, wh, ww, p)
+            else:
+                pw, ph = int(0.45 * p), int(0.6 * p)
+                x0, y0 = (w - pw) // 2, int(0.6 * p)
+                base[y0:y0 + ph, x0:x0 + pw] = tx.poster(rng_, ph, pw)
+            return base
+        return make
+
+    height = float(hi[2])
+    far = b.add_texture(b.draw(module(True), height, module_m, ppm), ppm, wrap=True)
+    back = b.add_texture(b.draw(module(False), height, module_m, ppm), ppm, wrap=True)
+    b.add(walls["+y"], texture=far)
+    b.add(walls["-y"], texture=back)
+    for side, base in (("-x", tx.concrete), ("+x", tx.plaster)):
+        b.add(walls[side], material=_decorated(base, coverage=0.5))
+    tile_m = module_m / 2
+    tile = b.draw(lambda r, h, w, p: tx.tile(r, h, p), tile_m, tile_m, ppm)
+    b.add(walls["-z"], texture=b.add_texture(tile, ppm, wrap=True))
+    panel = b.draw(lambda r, h, w, p: tx.ceiling(r, h, w, p, panel_m=tile_m, tileable=True),
+                   tile_m, tile_m, ppm / 2)
+    b.add(walls["+z"], texture=b.add_texture(panel, ppm / 2, wrap=True))
+
+    # Identical low shelves under every window: share one texture per side.
+    shelf_lo, shelf_hi = np.array([0.2 * module_m, 3.6, 0.0]), np.array([0.8 * module_m, 4.0, 0.8])
+    proto = box_faces(shelf_lo, shelf_hi, name="shelf")
+    shared = {side: b.texture_for(face, tx.bookshelf if side == "-y" else tx.wood)
+              for side, face in proto.items()}
+    lights = []
+    for k in range(int(length / module_m)):
+        x0 = k * module_m
+        for side, face in box_faces(shelf_lo + [x0, 0, 0], shelf_hi + [x0, 0, 0],
+                                    name=f"shelf{k}").items():
+            b.add(face, texture=shared[side])
+        lights.append(Light((x0 + module_m / 2, 2.0, 2.45), 0.9, 0.15, reach=4.0))
+    lamp = b.texture_for(rect_face(2, 2.598, -1, (0, 0), (0.4, 0.3)), _lamp, ppm / 4)
+    for k, L in enumerate(lights):
+        x, y, _ = L.position
+        b.add(rect_face(2, 2.598, -1, (x - 0.2, y - 0.15), (x + 0.2, y + 0.15), f"lamp{k}", True),
+              texture=lamp)
+    # The few unique things.
+    b.add(rect_face(1, 3.995, -1, (5.05, 1.55), (5.45, 2.15), "unique_poster"),
+          material=_plain(tx.poster))
+    _add_box(b, (2.3, 0.0, 0.0), (3.0, 0.5, 1.1), {"+y": tx.cabinet, "*": tx.wood}, name="cabinet")
+    return _finish(b, "repetitive", seed, lights, (lo, hi), center=(4.0, 1.4, 1.35),
+                   extra={"module_m": module_m})
+
+
+def _finish(b: SceneBuilder, kind: str, seed: int, lights: list[Light], bounds, center,
+            extra: dict | None = None) -> Scene:
+    faces, atlas = b.finish()
+    scene = Scene(kind=kind, seed=seed, faces=faces, atlas=atlas, lights=lights,
+                  bounds=(np.asarray(bounds[0]), np.asarray(bounds[1])),
+                  camera_center=np.array(center, float), camera_extent=np.array([2.0, 0.9, 0.6]),
+                  view_yaw_deg=90.0, view_yaw_spread_deg=40.0, pitch_range_deg=(-28.0, 5.0),
+                  info=dict(extra or {}))
+    scene.lightmap = bake_lightmap(faces, lights, np.random.default_rng([seed, 3]))
+    scene.info.update(faces=len(faces), textures=len(atlas.rects), atlas_mb=round(atlas.nbytes / 2**20, 1))
+    return scene
+
+
+SCENE_KINDS: dict[str, Callable[..., Scene]] = {"room": build_room, "repetitive": build_repetitive}
+
+
+def make_scene(kind: str = "room", seed: int = 0, ppm: float = DEFAULT_PPM) -> Scene:
+    """Build a scene of the given kind ("room" or "repetitive"); same seed, same scene."""
+    if kind not in SCENE_KINDS:
+        raise ValueError(f"unknown scene kind {kind!r}; choose one of {sorted(SCENE_KINDS)}")
+    if not (32 <= ppm <= 1024) or ppm % 16:
+        # Multiples of 16 keep every repeated tile (0.25 m at ppm/2) a whole number of texels,
+        # so repeats are exact.
+        raise ValueError(f"ppm (texels per metre) must be a multiple of 16 in 32..1024, got {ppm}")
+    return SCENE_KINDS[kind](int(seed), float(ppm))
