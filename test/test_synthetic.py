@@ -172,7 +172,7 @@ def small_scene_dir(tmp_path_factory):
 def test_generate_scene_is_byte_identical_for_a_seed(small_scene_dir, tmp_path):
     again = generate_scene(tmp_path / "again", "room", mapping_frames=12, query_frames=10,
                            width=W, height=H, seed=5, noise="low", block_length=4, ppm=PPM,
-                           workers=2, progress=False)  # also: worker processes change nothing
+                           workers=2, progress=False)  # also: worker threads change nothing
     files = sorted(p.relative_to(small_scene_dir) for p in small_scene_dir.rglob("*") if p.is_file())
     assert len(files) == 1 + 3 * (12 + 10)
     for rel in files:

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import textures as tx
 from .lighting import bake_lightmap
-from .scene import Face, Light, Scene, SceneBuilder, box_faces, rect_face
+from .scene import Light, Scene, SceneBuilder, box_faces, rect_face
 
 DEFAULT_PPM = 256.0  # texels per metre: ~4 mm texels, about one pixel at 2 m with f = 525
 

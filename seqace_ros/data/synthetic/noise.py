@@ -8,6 +8,7 @@ depend on which process renders it or in what order.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -30,7 +31,8 @@ class CameraNoise:
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"CameraNoise.{f.name} must be a finite number >= 0, got {v}")
         if self.motion_blur > 1:
-            raise ValueError(f"motion_blur is a fraction of the frame interval (0..1), got {self.motion_blur}")
+            raise ValueError("motion_blur is a fraction of the frame interval (0..1), "
+                             f"got {self.motion_blur}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -121,9 +123,34 @@ def apply_noise(image: np.ndarray, noise: CameraNoise, rng: np.random.Generator,
     if noise.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), noise.blur_sigma)
     if noise.pixel_sigma > 0 or noise.shot_noise > 0:
-        z = rng.standard_normal(img.shape, dtype=np.float32)
+        z = _noise_sample(rng, img.shape)
         sigma = np.float32(noise.pixel_sigma)
         if noise.shot_noise > 0:
             sigma = np.sqrt(sigma * sigma + np.float32(noise.shot_noise ** 2) * np.maximum(img, 0))
         img = img + z * sigma
     return np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8)  # round, not truncate
+
+
+BANK_MARGIN = 64
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(shape: tuple[int, ...]) -> np.ndarray:
+    """Unit Gaussian noise a little larger than an image, drawn once per image shape."""
+    h, w = shape[:2]
+    rng = np.random.default_rng(0x5EED)
+    return rng.standard_normal((h + BANK_MARGIN, w + BANK_MARGIN) + tuple(shape[2:]),
+                               dtype=np.float32)
+
+
+def _noise_sample(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-frame sensor noise: a randomly offset, flipped and signed window of the bank.
+    Drawing fresh Gaussian noise for every pixel costs about as much as rendering the frame;
+    a window of a fixed bank is statistically the same for a single image and nearly free."""
+    bank = _noise_bank(tuple(shape))
+    dy, dx = rng.integers(0, BANK_MARGIN + 1, 2)
+    z = bank[dy:dy + shape[0], dx:dx + shape[1]]
+    fy, fx, sign = rng.integers(0, 2, 3)
+    z = z[::-1] if fy else z
+    z = z[:, ::-1] if fx else z
+    return -z if sign else z

@@ -1,20 +1,18 @@
 """Render image sequences: noise per frame, motion blur from the trajectory, worker processes.
 
 A frame's image depends only on (scene, pose, K, noise, seed, stream, frame id, its
-neighbour's pose), never on the process that rendered it or the order, so any number of
+neighbour's pose), never on the thread that rendered it or the order, so any number of
 workers gives the same bytes.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections import deque
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple, Sequence
 
-import cv2
 import numpy as np
 
 from .noise import CameraNoise, apply_noise, camera_noise, exposure_gains
@@ -108,7 +106,7 @@ def render_sequence(scene: Scene, poses: np.ndarray, K: np.ndarray, width: int |
 
     The image size defaults to twice the principal point. ``frame_ids`` (default 0..N-1) name
     the frames: consecutive ids are one continuous shot (motion blur uses the neighbour) and
-    seed each frame's noise. ``workers`` > 1 renders in that many processes.
+    seed each frame's noise. ``workers`` > 1 renders on that many threads.
     """
     poses = np.asarray(poses, float)
     if poses.ndim != 3 or poses.shape[1:] != (4, 4):
@@ -124,32 +122,20 @@ def render_sequence(scene: Scene, poses: np.ndarray, K: np.ndarray, width: int |
     st = RenderSettings(K, width, height, camera_noise(noise), int(seed), int(stream),
                         int(supersample))
     jobs = plan_jobs(poses, ids, st, fps)
-    for job, image in zip(jobs, parallel_map(scene, _image_task, jobs, st, workers)):
+    for job, image in zip(jobs, parallel_map(scene, render_job, jobs, st, workers)):
         yield RenderedFrame(image, job.pose.copy(), K.copy())
 
 
-def _image_task(scene: Scene, job: FrameJob, st: RenderSettings) -> np.ndarray:
-    return render_job(scene, job, st)
-
-
-# ---------------------------------------------------------------- worker processes -----------
-
-_WORKER_SCENE: Scene | None = None
-
-
-def _init_worker(scene: Scene) -> None:
-    global _WORKER_SCENE
-    _WORKER_SCENE = scene
-    cv2.setNumThreads(1)  # one process per core; OpenCV threads would only oversubscribe
-
-
-def _run_in_worker(fn: Callable, job, st):
-    return fn(_WORKER_SCENE, job, st)
-
+# ---------------------------------------------------------------- worker threads -------------
 
 def parallel_map(scene: Scene, fn: Callable, jobs: Sequence, st, workers: int = 1) -> Iterator:
-    """``fn(scene, job, st)`` for each job, results in order; ``workers`` processes (at most a
-    few jobs ahead of the consumer, so memory stays bounded)."""
+    """``fn(scene, job, st)`` for each job, results in order, on ``workers`` threads (at most a
+    few jobs ahead of the consumer, so memory stays bounded).
+
+    Threads rather than processes: the heavy work is in numpy and OpenCV, which release the
+    GIL, and threads need no pickled copy of the scene, no ``__main__`` guard in the caller's
+    script, and cannot inherit the locked state that makes a forked OpenCV process hang.
+    """
     workers = int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -157,27 +143,19 @@ def parallel_map(scene: Scene, fn: Callable, jobs: Sequence, st, workers: int = 
         for job in jobs:
             yield fn(scene, job, st)
         return
-    # spawn, not fork: forking a process whose OpenCV/BLAS threads have run can deadlock the
-    # child (seen here). The scene is pickled once per worker by the initializer.
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(scene,)) as pool:
-        yield from _windowed(pool, fn, jobs, st, window=4 * workers)
-
-
-def _windowed(pool: Executor, fn: Callable, jobs: Sequence, st, window: int) -> Iterator:
-    pending: deque = deque()
-    it = iter(jobs)
-    for job in it:
-        pending.append(pool.submit(_run_in_worker, fn, job, st))
-        if len(pending) >= window:
-            break
-    while pending:
-        result = pending.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(pool.submit(_run_in_worker, fn, nxt, st))
-        yield result
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthetic") as pool:
+        pending: deque = deque()
+        it = iter(jobs)
+        for job in it:
+            pending.append(pool.submit(fn, scene, job, st))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(fn, scene, nxt, st))
+            yield result
 
 
 def default_workers() -> int:

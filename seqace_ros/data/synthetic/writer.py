@@ -41,7 +41,7 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
     """Generate a scene and write it to ``out_dir``; return the folder.
 
     ``kind``: "room" or "repetitive". ``noise``: a preset ("none", "low", "medium", "high"),
-    a dict of CameraNoise fields, or None. ``workers``: processes (default: all cores, max 8).
+    a dict of CameraNoise fields, or None. ``workers``: threads (default: all cores, at most 8).
     ``overwrite``: replace a scene previously generated there (other folders are refused).
     ``ppm``: texture texels per metre (lower is faster to build, blurrier up close).
     """
@@ -80,8 +80,10 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
         "image_format": image_format, "jpeg_quality": int(jpeg_quality) if image_format == "jpg" else None,
         "mapping_frames": len(traj.mapping), "query_frames": len(traj.query),
         "query_block_length": int(block_length), "fps": traj.fps, "speed_m_s": float(speed),
-        "world": "metres, z up", "poses": "4x4 camera-to-world, OpenCV camera axes (x right, y down, z forward)",
-        "splits": {"train": "mapping trajectory", "test": "query trajectory (blocks; frame numbers jump between blocks)"},
+        "world": "metres, z up",
+        "poses": "4x4 camera-to-world, OpenCV camera axes (x right, y down, z forward)",
+        "splits": {"train": "mapping trajectory",
+                   "test": "query trajectory (blocks; frame numbers jump between blocks)"},
         "query_coverage": coverage(traj.mapping.poses, traj.query.poses),
         "trajectory_extent_m": np.ptp(traj.mapping.poses[:, :3, 3], axis=0).round(3).tolist(),
         "scene": {k: v for k, v in scene.info.items()},
@@ -117,11 +119,17 @@ def _prepare_split(root: Path, tr: Trajectory, st: RenderSettings, write_depth: 
 
 
 def _write_frame(scene: Scene, item, cfg) -> None:
-    """Render, encode and write one frame (runs in a worker process)."""
+    """Render, encode and write one frame (runs on a worker thread)."""
     job, st, root, name = item
     image_format, quality, write_depth = cfg
-    image, depth = render_job(scene, job, st, with_depth=True) if write_depth else (render_job(scene, job, st), None)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    if write_depth:
+        image, depth = render_job(scene, job, st, with_depth=True)
+    else:
+        image, depth = render_job(scene, job, st), None
+    if image_format == "jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    else:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
     ok, data = cv2.imencode(f".{image_format}", image, params)
     if not ok:
         raise IOError(f"OpenCV could not encode {name} as {image_format}")
