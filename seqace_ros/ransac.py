@@ -45,8 +45,9 @@ class RansacOptions:
 
     inlier_threshold_px: float = 10.0
     """tau: soft-score midpoint / hard inlier threshold (DSAC* uses 10 px)."""
-    refine_threshold_px: float = 4.0
-    """Inliers are re-collected at this error during refinement (SeqACE: 4 px)."""
+    refine_threshold_px: float = 10.0
+    """Inliers are re-collected at this error during refinement. SeqACE uses 4 px; on real SCR
+    output of our maps 10 px is clearly better (see native/include/seqace/types.h)."""
     scoring: Literal["soft", "hard"] = "soft"
     """'soft': sum of 1 - sigmoid(beta (e - tau)), beta = 5 / tau; 'hard': inlier count."""
     error_clamp_px: float = 100.0

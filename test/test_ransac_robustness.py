@@ -39,7 +39,9 @@ def test_garbage_input_never_crashes_or_hangs(case):
         p3 = rng.uniform(-5, 5, (n, 3))
     n = len(p2)
     t0 = time.perf_counter()
-    r = estimate_pose(p2, p3, K, seed=case)
+    # min_inliers 30, not 20: with a 10 px threshold, ~200 random pairs squeezed onto a line
+    # (kind 4) can fit 20 "inliers" by chance; the relocalizer gates at 50.
+    r = estimate_pose(p2, p3, K, seed=case, min_inliers=30)
     assert time.perf_counter() - t0 < 5.0  # a hang check, not a timing test
     assert isinstance(r.message, str) and r.message
     assert r.inliers.shape == (n,)
