@@ -7,6 +7,7 @@ queries``) so pytest finds them.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -88,12 +89,17 @@ def frames_done(client: RosClient) -> int:
     return len(stamps)
 
 
+def answered(client: RosClient, stamp: int) -> bool:
+    """The node has answered the frame with this stamp (a pose, or the inlier marker of a lost frame)."""
+    return any(stamp_ns(m) == stamp for key in ("pose", "inliers") for _, m in client.messages(key))
+
+
 def process(client: RosClient, image, K, timeout: float = 20.0, **kw):
     """Publish one frame and wait until the node has answered it; returns (stamp, pose msg or None)."""
     stamp = client.now_ns()
-    n_before = frames_done(client)
     client.publish_frame(image, K, stamp, CAMERA_FRAME, **kw)
-    client.wait_for(lambda: frames_done(client) > n_before, timeout)
+    client.wait_for(lambda: answered(client, stamp), timeout)
+    time.sleep(0.05)  # the pose follows the marker
     pose = [m for _, m in client.messages("pose") if stamp_ns(m) == stamp]
     return stamp, (pose[0] if pose else None)
 
