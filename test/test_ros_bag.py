@@ -214,3 +214,29 @@ def test_bad_image_messages_are_refused_with_the_reason():
         compressed_msg_to_bgr(SimpleNamespace(format="jpeg", data=b"\xff\xd8garbage"))
     ok, png = cv2.imencode(".png", bgr)
     assert np.array_equal(compressed_msg_to_bgr(SimpleNamespace(format="png", data=png.tobytes())), bgr)
+
+
+def test_build_map_command_helpers():
+    from seqace_ros.ros.build_map import default_output, split_global_options, strip_ros_args
+
+    assert default_output("/data/run1/") == "maps/run1.safetensors"
+    assert default_output("rec.mcap") == "maps/rec.safetensors"
+    assert strip_ros_args(["bag", "--ros-args", "-r", "__node:=x", "--", "--stride", "2"]) == ["bag", "--stride", "2"]
+    assert split_global_options(["bag", "-q", "--threads", "2", "--stride", "3"]) == (
+        ["-q", "--threads", "2"], ["bag", "--stride", "3"])
+
+
+@pytest.mark.slow
+def test_build_map_from_bag_trains_and_records_the_bag_summary(tmp_path):
+    from seqace_ros.data.ros_bag import build_map_from_bag
+    from seqace_ros.mapfile import load_map
+    from seqace_ros.mapping import MappingConfig
+
+    bag = write_scene_bag(_frames(6, h=96, w=128), tmp_path / "bag", compressed=True)
+    config = MappingConfig(image_height=96, head_width=32, head_blocks=1, buffer_size=3000, samples_per_view=200,
+                           iterations=5, batch_size=256, augment=False, device="cpu", num_threads=1)
+    out = tmp_path / "map.safetensors"
+    build_map_from_bag(bag, config, out, progress=False, stride=2)
+    source = load_map(out).metadata["source"]
+    assert source["type"] == "ros2_bag" and source["frames_used"] == 3 and source["images_in_bag"] == 6
+    assert source["image_topic"] == "/camera/image_raw/compressed" and source["image_size"] == [128, 96]
