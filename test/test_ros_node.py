@@ -20,8 +20,8 @@ rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
 from ros_support.harness import NodeProcess, RosClient, write_params  # noqa: E402
-from ros_support.node_testing import (CAMERA_FRAME, REMAPS, diag_status, diag_values, frames_done, pose_matrix,  # noqa: E402,F401
-                                      process, queries, ros_env, stamp_ns, tiny, wait_warm)
+from ros_support.node_testing import (CAMERA_FRAME, REMAPS, diag_status, diag_values, frames_done,  # noqa: E402,F401
+                                      have_tf2_msgs, pose_matrix, process, queries, ros_env, stamp_ns, tiny, wait_warm)
 from seqace_ros.geometry import pose_errors  # noqa: E402
 from seqace_ros.ros.tf_math import covariance_is_well_formed  # noqa: E402
 
@@ -66,6 +66,7 @@ def test_poses_of_query_images_are_near_the_truth_with_a_well_formed_covariance(
     assert proc.alive
 
 
+@pytest.mark.skipif(not have_tf2_msgs(), reason="tf2_msgs not installed (run test/ros_support/setup_ros_env.py)")
 def test_tf_is_the_latest_pose_future_dated_and_never_repeats_a_stamp(node, queries):
     proc, client = node
     image, K, _ = queries[0]
