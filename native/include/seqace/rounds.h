@@ -38,12 +38,14 @@ class Rounds : public std::enable_shared_from_this<Rounds<Snapshot, Result>> {
 
   explicit Rounds(Process process) : process_(std::move(process)) {}
 
-  // Asks the shared pool for n helpers (slots 1..n). They join whenever a thread is free.
-  void add_helpers(int n) {
-    if (n <= 0) return;
+  // Asks the shared pool for n helpers (slots 1..n); they join whenever a thread is free.
+  // False if the pool was busy (try again later).
+  bool add_helpers(int n) {
+    if (n <= 0) return false;
     auto self = this->shared_from_this();
-    ThreadPool::shared().submit([self] { self->help(); }, n);
+    if (!ThreadPool::shared().submit([self] { self->help(); }, n)) return false;
     num_helpers_ += n;
+    return true;
   }
   int num_helpers() const { return num_helpers_; }
 
@@ -120,6 +122,7 @@ class Rounds : public std::enable_shared_from_this<Rounds<Snapshot, Result>> {
   static constexpr std::uint8_t kFree = 0, kClaimed = 1, kBackedUp = 2, kPublishing = 3, kDone = 4;
   static constexpr int kBackupAfterUs = 10;
   static constexpr int kHelperSpinUs = 50;
+  static constexpr int kSleepMs = 20;
 
   struct Round {
     Round(std::int64_t b, std::int64_t e, std::shared_ptr<const Snapshot> s)
@@ -170,11 +173,14 @@ class Rounds : public std::enable_shared_from_this<Rounds<Snapshot, Result>> {
     rd->done.fetch_add(1, std::memory_order_acq_rel);
   }
 
+  // Never blocks: a helper may hold sleep_mutex_ while preempted. If the lock is taken the
+  // notification can be lost, which costs at most one sleep period of that helper's help.
   void wake_helpers() {
     // seq_cst pairs with the sleeper count in help(): either we see the sleeper, or it sees
-    // the new round. The mutex only orders the notification after the sleeper's last check.
+    // the new round. Taking the mutex orders the notification after the sleeper's last check.
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-      { std::lock_guard<std::mutex> lock(sleep_mutex_); }
+      std::unique_lock<std::mutex> lock(sleep_mutex_, std::try_to_lock);
+      if (lock.owns_lock()) lock.unlock();
       sleep_cv_.notify_all();
     }
   }
@@ -208,10 +214,10 @@ class Rounds : public std::enable_shared_from_this<Rounds<Snapshot, Result>> {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       {
         std::unique_lock<std::mutex> lock(sleep_mutex_);
-        sleep_cv_.wait(lock, [&] {
-          return finished_.load(std::memory_order_seq_cst) ||
-                 current_.load(std::memory_order_seq_cst) != last_seen;
-        });
+        // Timed, so that a lost notification (see wake_helpers) costs a bounded delay.
+        while (!finished_.load(std::memory_order_seq_cst) &&
+               current_.load(std::memory_order_seq_cst) == last_seen)
+          sleep_cv_.wait_for(lock, std::chrono::milliseconds(kSleepMs));
       }
       sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     }
