@@ -252,6 +252,45 @@ def test_sequence_is_more_accurate_than_single_frame_on_average():
     assert np.median(fused) < 0.6 * np.median(single)
 
 
+class FixedPointStub(Stub):
+    """Re-detects the same scene points every frame (a 10 cm grid on the plane), each time with fresh
+    scene-coordinate noise: what averaging landmark predictions over frames can exploit."""
+
+    def __init__(self, sigma_m=0.01, seed=0):
+        super().__init__(outliers=0.0, sigma_px=0.2, sigma_m=sigma_m, seed=seed)
+        g = np.arange(-1.5, 1.5, 0.1)
+        self.world = np.array([[x, y, 0.0] for x in g for y in g])
+
+    def __call__(self, image, K_in):
+        Tw2c = invert_pose(self.truth)
+        Xc = self.world @ Tw2c[:3, :3].T + Tw2c[:3, 3]
+        uv = Xc[:, :2] / Xc[:, 2:] @ K[:2, :2].T + K[:2, 2]
+        vis = (uv[:, 0] > 10) & (uv[:, 0] < W - 10) & (uv[:, 1] > 10) & (uv[:, 1] < H - 10)
+        uv = uv[vis] + self.rng.normal(0, self.sigma_px, (vis.sum(), 2))
+        X = self.world[vis] + self.rng.normal(0, self.sigma_m, (vis.sum(), 3))
+        pnp = solve_pnp(uv, X, K_in)
+        return RelocResult(LOCALIZED, pose_c2w=pnp.pose_c2w, covariance=pnp.covariance,
+                           num_inliers=pnp.num_inliers, points2d=uv.astype(np.float32),
+                           points3d=X.astype(np.float32), inliers=pnp.inliers)
+
+
+def test_landmark_points_average_repeated_predictions():
+    errors = {}
+    for associate_px in (0.0, 1.5):
+        stub = FixedPointStub()
+        # wide gates: this test is about the 3D points, not about rejecting noisy ones
+        seq = SequenceRelocalizer(stub, SequenceConfig(associate_px=associate_px,
+                                                       update_reprojection_px=20.0))
+        poses = smooth_path(15, step=0.005, yaw_step=0.1)
+        run(seq, stub, poses)
+        lm = seq.landmarks
+        nearest = np.linalg.norm(lm.xyz[:, None] - stub.world[None], axis=2).min(axis=1)
+        errors[associate_px] = np.median(nearest)
+        if associate_px:
+            assert np.median(lm.count) >= 10
+    assert errors[1.5] < 0.5 * errors[0.0]
+
+
 def test_reset_clears_everything():
     stub = Stub()
     seq = SequenceRelocalizer(stub)

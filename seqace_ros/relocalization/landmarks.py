@@ -19,22 +19,29 @@ class Landmarks:
     xyz: np.ndarray  # (N, 3) float64, map frame
     age: np.ndarray  # (N,) int32, frames this landmark has been tracked and kept
     error: np.ndarray  # (N,) float32, reprojection error (px) at the last update
+    count: np.ndarray  # (N,) int32, scene-coordinate predictions averaged into xyz
 
     @staticmethod
     def empty() -> "Landmarks":
         return Landmarks(np.zeros((0, 2), np.float32), np.zeros((0, 3)), np.zeros(0, np.int32),
-                         np.zeros(0, np.float32))
+                         np.zeros(0, np.float32), np.zeros(0, np.int32))
 
     def __len__(self) -> int:
         return len(self.xy)
 
+    def copy(self) -> "Landmarks":
+        return Landmarks(self.xy.copy(), self.xyz.copy(), self.age.copy(), self.error.copy(),
+                         self.count.copy())
+
     def subset(self, index: np.ndarray) -> "Landmarks":
-        return Landmarks(self.xy[index], self.xyz[index], self.age[index], self.error[index])
+        return Landmarks(self.xy[index], self.xyz[index], self.age[index], self.error[index],
+                         self.count[index])
 
     @staticmethod
     def concat(a: "Landmarks", b: "Landmarks") -> "Landmarks":
         return Landmarks(np.concatenate([a.xy, b.xy]), np.concatenate([a.xyz, b.xyz]),
-                         np.concatenate([a.age, b.age]), np.concatenate([a.error, b.error]))
+                         np.concatenate([a.age, b.age]), np.concatenate([a.error, b.error]),
+                         np.concatenate([a.count, b.count]))
 
 
 def track_klt(prev: np.ndarray, cur: np.ndarray, xy: np.ndarray,
@@ -71,6 +78,18 @@ def track_klt(prev: np.ndarray, cur: np.ndarray, xy: np.ndarray,
     ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < max_fb_error_px)
     ok &= (p1[:, 0] >= 0) & (p1[:, 1] >= 0) & (p1[:, 0] <= w - 1) & (p1[:, 1] <= h - 1)
     return p1, ok
+
+
+def associate(xy_a: np.ndarray, xy_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one pairs (i, j) with |xy_a[i] - xy_b[j]| < radius, nearest first."""
+    if len(xy_a) == 0 or len(xy_b) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    dist, j = cKDTree(xy_b).query(xy_a, distance_upper_bound=radius)
+    i = np.flatnonzero(np.isfinite(dist))
+    i = i[np.argsort(dist[i], kind="stable")]
+    _, first = np.unique(j[i], return_index=True)  # each b point goes to its nearest a point
+    i = i[np.sort(first)]
+    return i, j[i]
 
 
 def disc_nms(xy: np.ndarray, radius: float, cap: int) -> np.ndarray:

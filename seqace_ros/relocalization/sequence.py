@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ..geometry import invert_pose, pose_errors, rigidity_error
-from .landmarks import Landmarks, disc_nms, track_klt
+from .landmarks import Landmarks, associate, disc_nms, track_klt
 from .pnp import PnPResult, project, reprojection_errors, solve_pnp
 from .pose_fusion import count_covariance, fuse_poses, valid_covariance
 from .result import LOCALIZED, LOST, RelocResult
@@ -57,6 +57,11 @@ class SequenceConfig:
     update_reprojection_px: float = 4.0
     nms_radius_px: float = 5.0
     max_landmarks: int = 500
+    # A landmark's 3D point is the running mean of the scene coordinates predicted for it (the
+    # single-frame point re-detected within associate_px of it), over at most max_average frames:
+    # one frame's prediction errors are correlated, several frames' much less. 0 disables.
+    associate_px: float = 1.5
+    max_average: int = 20
     # fusion and gates
     fusion: str = "auto"  # "auto": covariances when both poses have one, else inlier counts
     gate_translation_m: float = 0.10  # poses further apart than this are not averaged
@@ -132,8 +137,7 @@ class SequenceRelocalizer:
     @property
     def landmarks(self) -> Landmarks:
         """A copy of the current landmarks (for debug drawing)."""
-        s = self._state.landmarks
-        return Landmarks(s.xy.copy(), s.xyz.copy(), s.age.copy(), s.error.copy())
+        return self._state.landmarks.copy()
 
     def localize(self, image: np.ndarray, K: np.ndarray, stamp: float | None = None,
                  relative_motion: np.ndarray | None = None) -> RelocResult:
@@ -395,6 +399,18 @@ class SequenceRelocalizer:
 
     # -- state update --------------------------------------------------------------------------
 
+    def _average(self, keep: Landmarks, new: Landmarks) -> tuple[Landmarks, Landmarks]:
+        """Fold fresh predictions of the same points into tracked landmarks; (landmarks, the new
+        points that matched none)."""
+        i, j = associate(keep.xy, new.xy, self.config.associate_px)
+        if len(i):
+            n = np.minimum(keep.count[i], self.config.max_average - 1).astype(np.float64)[:, None]
+            keep.xyz[i] = (n * keep.xyz[i] + new.xyz[j]) / (n + 1)
+            keep.count[i] += 1
+        unused = np.ones(len(new), bool)
+        unused[j] = False
+        return keep, new.subset(unused)
+
     def _update(self, result: RelocResult, path: str, obs: RelocResult, trk: PnPResult,
                 tracked: Landmarks, K: np.ndarray, small: np.ndarray, stamp: float | None,
                 shape: tuple[int, ...]) -> None:
@@ -433,7 +449,9 @@ class SequenceRelocalizer:
             idx = np.flatnonzero(ok)
             idx = idx[np.argsort(err[idx], kind="stable")]
             new = Landmarks(p2[idx].astype(np.float32), p3[idx], np.zeros(len(idx), np.int32),
-                            err[idx].astype(np.float32))
+                            err[idx].astype(np.float32), np.ones(len(idx), np.int32))
+            if cfg.associate_px > 0 and len(keep):
+                keep, new = self._average(keep, new)
 
         merged = Landmarks.concat(keep, new)
         merged = merged.subset(disc_nms(merged.xy, cfg.nms_radius_px, cfg.max_landmarks))
