@@ -59,6 +59,9 @@ class ThreadPool {
     {
       std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
       if (!lock.owns_lock()) return false;
+      // Queued jobs keep their call's data alive; when idle-priority threads are starved for
+      // long (a saturated CPU), stop queueing rather than pile up memory.
+      if (jobs_.size() + copies > static_cast<size_t>(kMaxQueued)) return false;
       for (int i = 0; i < copies; ++i) jobs_.push_back(job);
       for (; threads_ < std::min(copies, kMaxThreads); ++threads_)
         std::thread([this] { loop(); }).detach();
@@ -69,6 +72,7 @@ class ThreadPool {
 
  private:
   static constexpr int kMaxThreads = 256;
+  static constexpr int kMaxQueued = 16;
 
   void loop() {
 #if defined(__linux__) && defined(SCHED_IDLE)
