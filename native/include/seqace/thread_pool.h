@@ -61,7 +61,7 @@ class ThreadPool {
       if (!lock.owns_lock()) return false;
       // Queued jobs keep their call's data alive; when idle-priority threads are starved for
       // long (a saturated CPU), stop queueing rather than pile up memory.
-      if (jobs_.size() + copies > static_cast<size_t>(kMaxQueued)) return false;
+      if (!jobs_.empty() && jobs_.size() + copies > static_cast<size_t>(kMaxQueued)) return false;
       for (int i = 0; i < copies; ++i) jobs_.push_back(job);
       for (; threads_ < std::min(copies, kMaxThreads); ++threads_)
         std::thread([this] { loop(); }).detach();
