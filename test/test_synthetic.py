@@ -242,6 +242,10 @@ def test_bad_arguments_name_the_problem(room, K):
     bad[:3, :3] *= 2.0
     with pytest.raises(ValueError, match="not a rotation"):
         render_frame(room, bad, K, W, H)
+    skewed = K.copy()
+    skewed[0, 1] = 0.5
+    with pytest.raises(ValueError, match="without skew"):
+        render_frame(room, np.eye(4), skewed, W, H)
     with pytest.raises(ValueError, match="image_format"):
         generate_scene("/nonexistent/x", image_format="gif")
     with pytest.raises(ValueError, match="pixel_sigma"):

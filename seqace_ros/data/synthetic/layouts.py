@@ -20,20 +20,16 @@ DEFAULT_PPM = 256.0  # texels per metre: ~4 mm texels, about one pixel at 2 m wi
 Material = Callable[[np.random.Generator, int, int, float], np.ndarray]
 
 
-def _decorated(base: Material, coverage: float = 0.5, keep_out=None) -> Material:
+def _decorated(base: Material, coverage: float = 0.5) -> Material:
+    """``base`` with posters, pictures, boards and shelves hung on it."""
     def make(rng, h, w, ppm):
-        return tx.decorate_wall(rng, base(rng, h, w, ppm), ppm, coverage,
-                                keep_out(h, w, ppm) if keep_out else None)
+        return tx.decorate_wall(rng, base(rng, h, w, ppm), ppm, coverage)
     return make
 
 
 def _plain(fn) -> Material:
     """Adapt a (rng, h, w) generator to the material signature."""
     return lambda rng, h, w, ppm: fn(rng, h, w)
-
-
-def _floor_tiles(tile_m: float) -> Material:
-    return lambda rng, h, w, ppm: tx.tiled_floor(rng, h, w, ppm, tile_m)
 
 
 def _lamp(rng, h, w, ppm):
@@ -150,20 +146,25 @@ def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0)
     b.add(rect_face(1, 3.995, -1, (5.05, 1.55), (5.45, 2.15), "unique_poster"),
           material=_plain(tx.poster))
     _add_box(b, (2.3, 0.0, 0.0), (3.0, 0.5, 1.1), {"+y": tx.cabinet, "*": tx.wood}, name="cabinet")
+    # Like a robot driving along the corridor: the heading varies less than a hand-held
+    # camera's, so views a module apart are alike and the lateral sweep spans three modules.
     return _finish(b, "repetitive", seed, lights, (lo, hi), center=(4.0, 1.4, 1.35),
+                   extent=(3.0, 0.6, 0.4), yaw_spread=15.0, pitch=(-22.0, 0.0),
                    extra={"module_m": module_m})
 
 
 def _finish(b: SceneBuilder, kind: str, seed: int, lights: list[Light], bounds, center,
+            extent=(2.0, 0.9, 0.6), yaw_spread: float = 40.0, pitch=(-28.0, 5.0),
             extra: dict | None = None) -> Scene:
     faces, atlas = b.finish()
     scene = Scene(kind=kind, seed=seed, faces=faces, atlas=atlas, lights=lights,
                   bounds=(np.asarray(bounds[0]), np.asarray(bounds[1])),
-                  camera_center=np.array(center, float), camera_extent=np.array([2.0, 0.9, 0.6]),
-                  view_yaw_deg=90.0, view_yaw_spread_deg=40.0, pitch_range_deg=(-28.0, 5.0),
+                  camera_center=np.array(center, float), camera_extent=np.array(extent, float),
+                  view_yaw_deg=90.0, view_yaw_spread_deg=yaw_spread, pitch_range_deg=pitch,
                   info=dict(extra or {}))
     scene.lightmap = bake_lightmap(faces, lights, np.random.default_rng([seed, 3]))
-    scene.info.update(faces=len(faces), textures=len(atlas.rects), atlas_mb=round(atlas.nbytes / 2**20, 1))
+    scene.info.update(faces=len(faces), textures=len(atlas.rects),
+                      atlas_mb=round(atlas.nbytes / 2**20, 1))
     return scene
 
 

@@ -90,6 +90,8 @@ def check_camera(pose_c2w: np.ndarray, K: np.ndarray, width: int, height: int) -
         raise ValueError("pose rotation is not a rotation matrix (R R^T != I or det < 0)")
     if np.shape(K) != (3, 3) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError(f"K must be a 3x3 intrinsics matrix with positive focal lengths, got {K}")
+    if K[0, 1] != 0 or K[1, 0] != 0 or not np.allclose(K[2], [0, 0, 1]):
+        raise ValueError(f"K must be a pinhole matrix without skew ([[fx,0,cx],[0,fy,cy],[0,0,1]]), got {K}")
     if int(width) < 1 or int(height) < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
 

@@ -232,17 +232,6 @@ def tile(rng: Rng, size: int, ppm: float) -> np.ndarray:
     return grain(rng, img, 4.0)
 
 
-def tiled_floor(rng: Rng, h: int, w: int, ppm: float, tile_m: float) -> np.ndarray:
-    """A floor of tiles that all differ (the non-repetitive room)."""
-    size = max(8, int(round(tile_m * ppm)))
-    img = np.zeros((h, w, 3), np.uint8)
-    for y in range(0, h, size):
-        for x in range(0, w, size):
-            t = tile(rng, size, ppm)
-            img[y:y + size, x:x + size] = t[:h - y, :w - x]
-    return img
-
-
 def _tiny(rng: Rng, h: int, w: int) -> np.ndarray:
     """Stand-in for an item too small to draw (at low texel densities): a flat colour patch."""
     return np.broadcast_to(_u8(random_color(rng)), (max(h, 1), max(w, 1), 3)).copy()
@@ -306,7 +295,8 @@ def bookshelf(rng: Rng, h: int, w: int, ppm: float) -> np.ndarray:
                 cv2.line(spine, (bw // 4, yy), (bw // 4, min(bh - 2, yy + int(rng.uniform(5, bh / 3)))),
                          ink, max(1, bw // 4), cv2.LINE_AA)
             y0 = max(0, y_bottom - bh - int(ppm * 0.02))
-            img[y0:y0 + bh, x:x + bw][: spine.shape[0], : w - x] = spine[: h - y0, : w - x]
+            hh, ww = min(bh, h - y0), min(bw, w - x)  # clip at the texture's edge
+            img[y0:y0 + hh, x:x + ww] = spine[:hh, :ww]
             x += bw + (int(rng.uniform(0.02, 0.25) * ppm) if rng.random() < 0.08 else 0)
     return img
 
@@ -414,13 +404,12 @@ def ceiling(rng: Rng, h: int, w: int, ppm: float, panel_m: float = 0.6,
     return img
 
 
-def decorate_wall(rng: Rng, base: np.ndarray, ppm: float, coverage: float = 0.45,
-                  keep_out: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+def decorate_wall(rng: Rng, base: np.ndarray, ppm: float, coverage: float = 0.45) -> np.ndarray:
     """Hang posters, pictures, whiteboards, bulletin boards and shelves on a wall texture,
     without overlaps, until about ``coverage`` of its area is used."""
     img = base.copy()
     h, w = img.shape[:2]
-    taken = list(keep_out or [])
+    taken: list[tuple[int, int, int, int]] = []
     area = 0.0
     for _ in range(200):
         if area >= coverage * h * w:
