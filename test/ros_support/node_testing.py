@@ -44,8 +44,10 @@ def tiny(tmp_path_factory):
     reason = core_missing()
     if reason:
         pytest.skip(f"core not available: {reason}")
+    # One folder for the whole session: every module importing this fixture gets its own fixture
+    # instance, and build_tiny_scene reuses a map it finds there.
     cache = os.environ.get("SEQACE_TEST_CACHE")
-    return build_tiny_scene(cache if cache else tmp_path_factory.mktemp("tiny"))
+    return build_tiny_scene(cache if cache else tmp_path_factory.getbasetemp() / "ros_tiny_map")
 
 
 @pytest.fixture(scope="session")
