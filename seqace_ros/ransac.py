@@ -83,9 +83,11 @@ class RansacOptions:
 class RansacResult:
     """Outcome of :func:`estimate_pose`.
 
-    ``T_c2w`` is the camera-to-world pose (identity when ``success`` is False). ``covariance``
-    is 6x6 in ROS order (x, y, z, rot_x, rot_y, rot_z): the camera centre in the world frame
-    and a small rotation about the world axes applied on the left of R_c2w; 1e6 * I on failure.
+    ``T_c2w`` is the camera-to-world pose: the best pose found even when ``success`` is False
+    (say, too few inliers; useful for diagnostics, not to be published), identity when there is
+    none. ``covariance`` is 6x6 in ROS order (x, y, z, rot_x, rot_y, rot_z): the camera centre
+    in the world frame and a small rotation about the world axes applied on the left of R_c2w;
+    1e6 * I whenever ``success`` is False.
     """
 
     success: bool

@@ -3,10 +3,10 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
-#include <memory>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -16,8 +16,8 @@
 #include "seqace/random.h"
 #include "seqace/refine.h"
 #include "seqace/reprojection.h"
-#include "seqace/scoring.h"
 #include "seqace/rounds.h"
+#include "seqace/scoring.h"
 
 namespace seqace {
 namespace {

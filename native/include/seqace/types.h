@@ -66,6 +66,7 @@ struct ViewInput {
 struct RansacResult {
   bool success = false;
   std::string message;
+  // The best pose found, also when success is false (diagnostics only); identity if none.
   Pose pose_w2c;  // world -> current camera
   Eigen::Matrix4d T_c2w = Eigen::Matrix4d::Identity();
   std::vector<std::vector<std::uint8_t>> inliers;  // per view, in the input row order
