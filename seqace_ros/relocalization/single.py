@@ -25,11 +25,13 @@ from .result import LOCALIZED, LOST, RelocResult
 class RelocConfig:
     num_cells: int = 1000  # top-K salient cells (SeqACE: ~1000 keypoints)
     min_inliers: int = 50  # fewer: try all cells, then report lost
-    max_median_error_px: float = 3.0  # inlier reprojection error above this: not trusted
+    max_median_error_px: float = 6.0  # inlier reprojection error above this: not trusted
     dense_fallback: bool = True
     # RANSAC (native): thresholds in pixels of the input image
     inlier_threshold_px: float = 10.0
-    refine_threshold_px: float = 4.0
+    # 10 px, not SeqACE's 4: measured on redkitchen (e1 map, 250 frames) 4 px -> 97.2/87.6/50.0/12.8,
+    # 10 px -> 99.2/92.0/55.2/18.0 recall at 10cm/5cm/2cm/1cm (benchmarks/README.md).
+    refine_threshold_px: float = 10.0
     max_iterations: int = 1000  # adaptive stopping ends far earlier on good frames
     time_budget_ms: float = 30.0
     ransac_threads: int = 2
