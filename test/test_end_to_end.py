@@ -1,0 +1,98 @@
+"""The whole path on a small generated scene: map -> relocalize -> accuracy, and the CLI report.
+
+Kept small for CI (320x240, a narrow head, a short schedule); the full-size figures come from
+benchmarks/ and `seqace demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from seqace_ros.cli import main as seqace
+from seqace_ros.data.scene_folder import load_split
+from seqace_ros.evaluation import localize_frames, summarize
+from seqace_ros.mapfile import load_map
+from seqace_ros.mapping import MappingConfig, train_map
+from seqace_ros.relocalization import RelocConfig, Relocalizer
+
+SMALL = dict(image_height=240, head_width=128, head_blocks=1, buffer_size=160_000,
+             samples_per_view=800, iterations=900, batch_size=1024)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    synthetic = pytest.importorskip("seqace_ros.data.synthetic")
+    root = tmp_path_factory.mktemp("scenes") / "room"
+    return synthetic.generate_scene(root, kind="room", mapping_frames=150, query_frames=50,
+                                    width=320, height=240, seed=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def room_map(room, tmp_path_factory):
+    m = train_map(load_split(room, "train"), MappingConfig(**SMALL), progress=False)
+    return m.save(tmp_path_factory.mktemp("maps") / "room.safetensors")
+
+
+def test_relocalizes_the_small_room_accurately(room, room_map):
+    reloc = Relocalizer(load_map(room_map), RelocConfig(num_cells=500, min_inliers=30), device="cpu")
+    results = localize_frames(reloc.localize, load_split(room, "test"), progress=False)
+    report = summarize(results)
+    assert report["frames"] == 50
+    assert report["recall"]["10cm_5deg"] >= 85.0, report
+    assert report["median_translation_cm"] < 5.0, report
+
+
+def test_localized_poses_carry_a_well_formed_covariance(room, room_map):
+    reloc = Relocalizer(load_map(room_map), RelocConfig(num_cells=500), device="cpu")
+    f = load_split(room, "test")[5]
+    img = f.load_image()
+    r = reloc.localize(img, f.intrinsics(img.shape[1], img.shape[0]))
+    assert r.localized, r.message
+    C = r.covariance
+    assert C.shape == (6, 6) and np.allclose(C, C.T)
+    assert np.all(np.linalg.eigvalsh(C) > 0)
+    # The claimed position uncertainty is not absurd: a few cm at most for a good frame.
+    assert np.sqrt(np.trace(C[:3, :3])) < 0.05
+    assert r.num_inliers >= 30 and r.inliers.sum() == r.num_inliers
+    assert set(r.timing_ms) >= {"encoder", "head", "ransac", "total"}
+
+
+def test_blank_and_noise_images_are_lost_not_confident(room_map):
+    reloc = Relocalizer(load_map(room_map), RelocConfig(num_cells=500), device="cpu")
+    K = np.array([[262.5, 0, 160], [0, 262.5, 120], [0, 0, 1]])
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    assert not reloc.localize(blank, K).localized
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    r = reloc.localize(noise, K)
+    assert not r.localized and r.pose_c2w is None
+
+
+def test_evaluate_cli_writes_report_plot_and_counts_unreadable_images(room, room_map, tmp_path):
+    scene = tmp_path / "scene"
+    shutil.copytree(room, scene)
+    bad = sorted((scene / "test" / "rgb").iterdir())[3]
+    bad.write_bytes(b"broken")
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    rc = seqace(["-q", "evaluate", str(scene), "--map", str(room_map), "--json", str(out_json),
+                 "--plot", str(out_png), "--cells", "500"])
+    assert rc == 0
+    rep = json.loads(out_json.read_text())
+    assert rep["frames"] == 50 and rep["failed_to_read"] == 1
+    assert set(rep["recall"]) == {"10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg"}
+    assert {"encoder", "head", "ransac", "total"} <= set(rep["timing_ms"]) and rep["fps"] > 0
+    assert rep["median_translation_cm"] is not None and rep["median_rotation_deg"] is not None
+    broken = [f for f in rep["per_frame"] if f["name"] == bad.stem]
+    assert broken and broken[0]["pose_c2w"] is None and broken[0]["error"].startswith("unreadable")
+    assert out_png.stat().st_size > 10_000
+
+
+def test_wrong_map_file_is_refused_by_the_cli(room, tmp_path, capsys):
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x00" * 64)
+    rc = seqace(["-q", "evaluate", str(room), "--map", str(fake)])
+    assert rc == 2
+    assert "not a readable seqace_ros map" in capsys.readouterr().err
