@@ -47,8 +47,9 @@ def _add_box(b: SceneBuilder, lo, hi, materials: dict[str, Material] | Material,
 
 def build_room(seed: int, ppm: float = DEFAULT_PPM) -> Scene:
     """A 5 x 4 x 2.6 m room: kitchen counter and wall cabinets on the far wall, a bookshelf,
-    a table, a sofa, a rug; walls with posters, pictures, boards and windows. Every texture is
-    drawn independently, so no two places look alike."""
+    a table, a sofa, a rug; walls with posters, pictures, boards and shelves. Every texture is
+    drawn independently, so no two places look alike. Cameras stay 1-2 m from the counter,
+    about redkitchen's distances."""
     rng = np.random.default_rng([seed, 1])
     b = SceneBuilder(rng, ppm)
     lo, hi = np.array([0.0, 0.0, 0.0]), np.array([5.0, 4.0, 2.6])
@@ -68,21 +69,21 @@ def build_room(seed: int, ppm: float = DEFAULT_PPM) -> Scene:
              name="microwave")
     _add_box(b, (0.9, 3.55, 0.9), (1.15, 3.75, 1.22), _plain(tx.poster), name="cereal")
     _add_box(b, (1.5, 3.5, 0.9), (1.62, 3.62, 1.1), _plain(tx.picture), name="jar")
-    # Right wall: a tall bookshelf; left: a sofa; middle: a table on a rug.
+    # Right wall: a tall bookshelf; left: a sofa; right, nearer: a table; a rug by the counter.
     _add_box(b, (4.55, 1.9, 0.0), (5.0, 3.2, 2.0), {"-x": tx.bookshelf, "*": tx.wood}, name="shelf")
     _add_box(b, (0.0, 1.3, 0.0), (0.85, 2.6, 0.75), tx.rug, name="sofa")
-    _add_box(b, (1.9, 2.2, 0.70), (3.1, 2.9, 0.76), tx.wood, bottom=True, name="table")
-    for k, (x, y) in enumerate([(1.95, 2.25), (3.0, 2.25), (1.95, 2.8), (3.0, 2.8)]):
+    _add_box(b, (3.75, 0.9, 0.70), (4.45, 1.6, 0.76), tx.wood, bottom=True, name="table")
+    for k, (x, y) in enumerate([(3.8, 0.95), (4.35, 0.95), (3.8, 1.5), (4.35, 1.5)]):
         _add_box(b, (x, y, 0.0), (x + 0.05, y + 0.05, 0.70), tx.wood, name=f"leg{k}")
-    _add_box(b, (2.2, 2.4, 0.76), (2.45, 2.6, 0.95), _plain(tx.poster), name="box_on_table")
-    b.add(rect_face(2, 0.004, 1, (1.4, 1.8), (3.6, 3.3), "rug"), material=tx.rug)
+    _add_box(b, (3.95, 1.1, 0.76), (4.2, 1.3, 0.95), _plain(tx.poster), name="box_on_table")
+    b.add(rect_face(2, 0.004, 1, (1.2, 2.5), (3.4, 3.3), "rug"), material=tx.rug)
     lights = [Light((1.5, 2.0, 2.45), 1.4, 0.15), Light((3.5, 2.0, 2.45), 1.4, 0.15),
               Light((2.5, 0.8, 2.45), 0.8, 0.15)]
     for i, L in enumerate(lights):
         x, y, _ = L.position
         b.add(rect_face(2, 2.598, -1, (x - 0.3, y - 0.3), (x + 0.3, y + 0.3), f"lamp{i}", True),
               material=_lamp, ppm=ppm / 4)
-    return _finish(b, "room", seed, lights, (lo, hi), center=(2.5, 1.3, 1.35))
+    return _finish(b, "room", seed, lights, (lo, hi), center=(2.3, 2.0, 1.35), extent=(2.0, 0.8, 0.6))
 
 
 def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0) -> Scene:
@@ -146,22 +147,22 @@ def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0)
     b.add(rect_face(1, 3.995, -1, (5.05, 1.55), (5.45, 2.15), "unique_poster"),
           material=_plain(tx.poster))
     _add_box(b, (2.3, 0.0, 0.0), (3.0, 0.5, 1.1), {"+y": tx.cabinet, "*": tx.wood}, name="cabinet")
-    # Like a robot driving along the corridor: the heading varies less than a hand-held
-    # camera's, so views a module apart are alike and the lateral sweep spans three modules.
-    return _finish(b, "repetitive", seed, lights, (lo, hi), center=(4.0, 1.4, 1.35),
-                   extent=(3.0, 0.6, 0.4), yaw_spread=15.0, pitch=(-22.0, 0.0),
+    # A robot driving along the room with a side-looking camera: nearly constant height, pitch
+    # and heading, so views a module apart are alike; the sweep spans three modules.
+    return _finish(b, "repetitive", seed, lights, (lo, hi), center=(4.0, 1.6, 1.2),
+                   extent=(3.0, 0.4, 0.05), yaw_spread=6.0, pitch=(-14.0, -8.0), roll_std=0.5,
                    extra={"module_m": module_m})
 
 
 def _finish(b: SceneBuilder, kind: str, seed: int, lights: list[Light], bounds, center,
             extent=(2.0, 0.9, 0.6), yaw_spread: float = 40.0, pitch=(-28.0, 5.0),
-            extra: dict | None = None) -> Scene:
+            roll_std: float = 3.0, extra: dict | None = None) -> Scene:
     faces, atlas = b.finish()
     scene = Scene(kind=kind, seed=seed, faces=faces, atlas=atlas, lights=lights,
                   bounds=(np.asarray(bounds[0]), np.asarray(bounds[1])),
                   camera_center=np.array(center, float), camera_extent=np.array(extent, float),
                   view_yaw_deg=90.0, view_yaw_spread_deg=yaw_spread, pitch_range_deg=pitch,
-                  info=dict(extra or {}))
+                  roll_std_deg=roll_std, info=dict(extra or {}))
     scene.lightmap = bake_lightmap(faces, lights, np.random.default_rng([seed, 3]))
     scene.info.update(faces=len(faces), textures=len(atlas.rects),
                       atlas_mb=round(atlas.nbytes / 2**20, 1))

@@ -121,6 +121,7 @@ class Scene:
     view_yaw_deg: float  # mean viewing direction: yaw around +z, 0 = looking along +x
     view_yaw_spread_deg: float
     pitch_range_deg: tuple[float, float]
+    roll_std_deg: float = 3.0  # hand-held cameras roll a little; a robot's hardly
     lightmap: "Lightmap | None" = None
     info: dict = field(default_factory=dict)
 

@@ -121,7 +121,7 @@ class _Path:
                 new_yaw = yaw + np.clip(new_yaw - yaw, -30, 30)
                 new_pitch = pitch + np.clip(new_pitch - pitch, -15, 15)
             yaw, pitch = new_yaw, new_pitch
-            roll = float(np.clip(rng.normal(0, 3.0), -8, 8))
+            roll = float(np.clip(rng.normal(0, scene.roll_std_deg), -8, 8))
             ctrl.append([x, y, z, yaw, pitch, roll])
         ctrl = np.array(ctrl)
         dense = _catmull_rom(ctrl, 64)
@@ -143,10 +143,14 @@ class _Path:
 
 
 def _reflect(v: float, center: float, width: float) -> tuple[float, bool]:
-    """Fold v back into [center - width/2, center + width/2]; also say whether it was folded."""
-    if abs(v - center) <= width / 2:
-        return v, False
-    return center + np.sign(v - center) * width - (v - center), True
+    """Fold v back into [center - width/2, center + width/2] as a ball bounces between two
+    walls; also say whether it ends up moving the other way (an odd number of bounces)."""
+    if width <= 0:
+        return center, False
+    lo = center - width / 2
+    u = (v - lo) % (2 * width)
+    bounces = int(np.floor((v - lo) / width))
+    return (lo + u if u <= width else lo + 2 * width - u), bool(bounces % 2)
 
 
 def _catmull_rom(ctrl: np.ndarray, per_segment: int) -> np.ndarray:
