@@ -43,6 +43,7 @@ from peer.localizer import LocalizeSettings, StructureLocalizer  # noqa: E402
 from peer.reconstruction import (MapSettings, Reconstruction, build_reconstruction,  # noqa: E402
                                  cache_key)
 from peer.features import FEATURE_TYPES  # noqa: E402
+from peer.triangulation import TriangulationSettings  # noqa: E402
 from seqace_ros.data.scene_folder import ImageReadError, load_split  # noqa: E402
 from seqace_ros.evaluation import (FrameResult, format_table, per_frame_records,  # noqa: E402
                                    summarize, write_json)
@@ -51,17 +52,25 @@ STAGES = ("features", "retrieval", "matching", "ransac", "total")
 
 
 def default_map_settings(features: str = "sift") -> MapSettings:
-    """The tuned mapping settings for each feature type (see benchmarks/README.md)."""
+    """The mapping settings tuned for each feature type on redkitchen (see benchmarks/README.md)."""
+    tri = TriangulationSettings(max_reproj_px=2.0, min_angle_deg=0.5 if features == "sift" else 1.0)
     if features == "sift":
         return MapSettings(features="sift", max_features=4000,
-                           feature_options={"contrast_threshold": 0.01})
+                           feature_options={"contrast_threshold": 0.01}, pairs_per_frame=3,
+                           pair_min_baseline_m=0.02, triangulation=tri)
     if features == "xfeat":
-        return MapSettings(features="xfeat", max_features=4096)
+        return MapSettings(features="xfeat", max_features=4096, pairs_per_frame=5,
+                           pair_min_baseline_m=0.03, triangulation=tri)
     raise ValueError(f"unknown feature type {features!r}; choose one of {', '.join(FEATURE_TYPES)}")
 
 
 def default_localize_settings(features: str = "sift") -> LocalizeSettings:
-    return LocalizeSettings()
+    """The query settings tuned for each feature type (XFeat descriptors need a looser ratio)."""
+    if features == "sift":
+        return LocalizeSettings(retrieval_k=10, match_ratio=0.9, ransac_px=12.0, refine_loss_px=4.0)
+    if features == "xfeat":
+        return LocalizeSettings(retrieval_k=10, match_ratio=0.95, ransac_px=8.0, refine_loss_px=1.0)
+    raise ValueError(f"unknown feature type {features!r}; choose one of {', '.join(FEATURE_TYPES)}")
 
 
 def _subset(n: int, limit: int | None) -> np.ndarray:

@@ -99,8 +99,13 @@ class XFeatExtractor:
 
 def make_extractor(kind: str, max_features: int, **options) -> SiftExtractor | XFeatExtractor:
     """The extractor called ``kind`` ('sift' or 'xfeat')."""
-    if kind == "sift":
-        return SiftExtractor(max_features=max_features, **options)
-    if kind == "xfeat":
-        return XFeatExtractor(max_features=max_features, **options)
-    raise ValueError(f"unknown feature type {kind!r}; choose one of {', '.join(FEATURE_TYPES)}")
+    classes = {"sift": SiftExtractor, "xfeat": XFeatExtractor}
+    if kind not in classes:
+        raise ValueError(f"unknown feature type {kind!r}; choose one of {', '.join(FEATURE_TYPES)}")
+    allowed = {"sift": {"contrast_threshold", "edge_threshold"},
+               "xfeat": {"detection_threshold"}}[kind]
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"{kind} features take no option(s) {sorted(unknown)}; "
+                         f"allowed: {sorted(allowed)}")
+    return classes[kind](max_features=max_features, **options)

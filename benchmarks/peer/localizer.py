@@ -24,8 +24,9 @@ class LocalizeSettings:
     match_ratio: float = 0.9
     match_mutual: bool = False
     match_precision: str = "float32"
-    ransac_px: float = 8.0
+    ransac_px: float = 12.0
     ransac_max_iterations: int = 10_000
+    refine_loss_px: float = 4.0  # Cauchy scale of PoseLib's final refinement on the inliers
     min_inliers: int = 12
 
 
@@ -76,9 +77,9 @@ class StructureLocalizer:
             return done(QueryResult(None, message=f"lost: {len(feats)} keypoints"))
         retrieved = top_k_images(vlad(feats.descriptors, self.rec.vlad_centres),
                                  self.rec.image_vlad, s.retrieval_k)
-        cand = self.rec.points_seen_by(retrieved)
         t2 = time.perf_counter()
         timing["retrieval"] = (t2 - t1) * 1e3
+        cand = self.rec.points_seen_by(retrieved)
         iq, ip = match_descriptors(feats.descriptors, self.rec.point_desc[cand], s.match_ratio,
                                    s.match_mutual, s.match_precision)
         t3 = time.perf_counter()
@@ -90,7 +91,8 @@ class StructureLocalizer:
                   "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
         pose, info = poselib.estimate_absolute_pose(
             feats.keypoints[iq].astype(np.float64), self.rec.points[cand[ip]], camera,
-            {"max_reproj_error": s.ransac_px, "max_iterations": s.ransac_max_iterations}, {})
+            {"max_reproj_error": s.ransac_px, "max_iterations": s.ransac_max_iterations},
+            {"loss_type": "CAUCHY", "loss_scale": s.refine_loss_px})
         timing["ransac"] = (time.perf_counter() - t3) * 1e3
         n_inl = int(info.get("num_inliers", 0))
         if n_inl < s.min_inliers:

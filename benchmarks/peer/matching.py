@@ -39,7 +39,14 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8
                          f"and {desc_b.shape}")
     if len(desc_a) == 0 or len(desc_b) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sim = similarity(desc_a, desc_b, precision)
+    return match_similarity(similarity(desc_a, desc_b, precision), ratio, mutual)
+
+
+def match_similarity(sim: np.ndarray, ratio: float = 0.8, mutual: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Matches (rows, cols) from a similarity matrix of unit descriptors (modified in place)."""
+    if sim.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     rows = np.arange(len(sim))
     nn = np.argmax(sim, axis=1)
     best = sim[rows, nn]

@@ -31,11 +31,11 @@ FORMAT_VERSION = 1
 class MapSettings:
     features: str = "sift"
     max_features: int = 4000
-    feature_options: dict = field(default_factory=dict)  # e.g. {"contrast_threshold": 0.01}
-    pairs_per_frame: int = 10
+    feature_options: dict = field(default_factory=dict)  # extractor keyword arguments
+    pairs_per_frame: int = 3
     pair_max_angle_deg: float = 30.0
     pair_max_distance_m: float = 1.0
-    pair_min_baseline_m: float = 0.0
+    pair_min_baseline_m: float = 0.02
     match_ratio: float = 0.8
     match_mutual: bool = True
     match_precision: str = "bfloat16"  # similarity matmul; see matching.similarity

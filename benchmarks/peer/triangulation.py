@@ -17,7 +17,7 @@ import numpy as np
 @dataclass
 class TriangulationSettings:
     max_reproj_px: float = 2.0
-    min_angle_deg: float = 1.5
+    min_angle_deg: float = 0.5
     min_views: int = 2
     min_depth_m: float = 0.05
     iterations: int = 6
