@@ -17,11 +17,15 @@ class MappingConfig:
     # Training buffer
     buffer_size: int = 1_500_000  # feature samples (ACE: 8M)
     samples_per_view: int = 1200  # cells taken from each augmented view
-    salient_share: float = 0.5  # of those, the share taken from the most salient cells
-    # Augmentation (ACE: scale 2/3..3/2, rotation 15 deg, brightness/contrast 10%)
+    # Of those, the share taken from the most salient cells: relocalization uses the top-K salient
+    # cells, so the head's capacity goes there (redkitchen: 0.75 with milder augmentation gave
+    # 97.4/89.4/60.6/21.4 vs 97.0/86.4/47.2/12.0 for ACE's recipe at 0.5, same budget).
+    salient_share: float = 0.75
+    # Augmentation. ACE: scale 2/3..3/2, rotation 15 deg; with a CPU's training budget that much
+    # augmentation underfits (mapping-frame reprojection errors stay at 3-13 px), so milder.
     augment: bool = True
-    scale_range: tuple[float, float] = (2.0 / 3.0, 1.5)
-    rotation_deg: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    rotation_deg: float = 5.0
     brightness: float = 0.1
     contrast: float = 0.1
     # 2D target of a cell: "center" (ACE: cell centre) or "keypoint" (XFeat's sub-cell keypoint;
@@ -85,9 +89,10 @@ class MappingConfig:
 PROFILES = {
     "cpu": MappingConfig(),
     "fast": MappingConfig(head_width=256, buffer_size=600_000, iterations=2000),
-    # ACE's original scale, for a GPU.
+    # ACE's original scale and augmentation, for a GPU (not yet measured: no GPU in our CI).
     "gpu": MappingConfig(buffer_size=8_000_000, samples_per_view=1024, iterations=25_000,
-                         batch_size=5120, num_threads=None),
+                         batch_size=5120, num_threads=None, scale_range=(2.0 / 3.0, 1.5),
+                         rotation_deg=15.0, salient_share=0.5),
 }
 
 
