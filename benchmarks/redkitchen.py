@@ -30,7 +30,7 @@ KEYS = ("10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg")
 
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
-               num_cells: int = 1000) -> dict:
+               num_cells: int = 1000, map_path: Path | None = None) -> dict:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -38,17 +38,27 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
     from seqace_ros.mapping import profile, train_map
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
+    from seqace_ros.mapfile import load_map
+
     torch.set_num_threads(threads)
-    cfg = profile(budget, num_threads=threads)
-    t0 = time.perf_counter()
-    scene_map = train_map(load_split(scene, "train"), cfg, progress=True)
-    mapping_s = time.perf_counter() - t0
-    scene_map.save(out_dir / f"redkitchen_{budget}.safetensors")
+    if map_path is not None:
+        # Evaluate a map made earlier (its own metadata says how and how fast it was trained).
+        scene_map = load_map(map_path)
+        cfg_dict = scene_map.metadata["training"]["config"]
+        mapping_s = float("nan")
+        budget = f"map {map_path.name}"
+    else:
+        cfg = profile(budget, num_threads=threads)
+        t0 = time.perf_counter()
+        scene_map = train_map(load_split(scene, "train"), cfg, progress=True)
+        mapping_s = time.perf_counter() - t0
+        scene_map.save(out_dir / f"redkitchen_{budget}.safetensors")
+        cfg_dict = cfg.to_dict()
     test = load_split(scene, "test")
     reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads), device="cpu")
     results = localize_frames(reloc.localize, test, desc=f"seqace {budget}")
     report = summarize(results, method=f"seqace ({budget})", mapping_s=mapping_s,
-                       mapping_config=cfg.to_dict(), threads=threads, num_cells=num_cells,
+                       mapping_config=cfg_dict, threads=threads, num_cells=num_cells,
                        head_precision=str(reloc.amp or "fp32"))
     if fp32_frames:
         r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
@@ -68,6 +78,8 @@ def main() -> int:
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
     ap.add_argument("--fp32-frames", type=int, default=100, help="frames timed with an fp32 head")
     ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--map", type=Path, action="append", default=[],
+                    help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
     if not (args.scene / "train").is_dir():
         print(f"no scene at {args.scene}: pass --scene", file=sys.stderr)
@@ -77,7 +89,10 @@ def main() -> int:
     out_dir = args.json.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for budget in [b.strip() for b in args.budgets.split(",") if b.strip()]:
+    for m in args.map:
+        rows.append(run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, args.cells, m))
+    budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
+    for budget in budgets:
         rows.append(run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, args.cells))
     if args.peer != "none":
         from peer_structure import run_peer
