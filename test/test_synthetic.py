@@ -138,6 +138,15 @@ def test_query_blocks_numbering_and_nearness(room):
     assert 0.02 < np.median(d.min(axis=1)) < 0.2
 
 
+def test_control_points_bounce_back_into_the_region():
+    from seqace_ros.data.synthetic.trajectory import _reflect
+    for v in np.linspace(-3.0, 4.0, 57):
+        x, _ = _reflect(float(v), 0.5, 1.0)
+        assert 0.0 <= x <= 1.0
+    assert _reflect(1.2, 0.5, 1.0) == (pytest.approx(0.8), True)
+    assert _reflect(2.3, 0.5, 1.0) == (pytest.approx(0.3), False)
+
+
 def test_trajectory_arguments_are_checked(room):
     with pytest.raises(ValueError, match="at least 2 frames"):
         make_trajectories(room, 1, 10)
@@ -268,7 +277,9 @@ def _worst_block(a, b, s=16):
 def test_repetitive_scene_repeats_every_module(repetitive, room, K):
     """Two views a module apart look nearly the same in the repetitive room, not in the room."""
     step = repetitive.info["module_m"]
-    p0 = look_pose([2.5, 1.4, 1.3], 90.0, -15.0)
+    # A narrower lens (2x focal) between the few unique things: modules 1 and 2 of the far wall.
+    K = intrinsics(W, H, focal=2 * K[0, 0])
+    p0 = look_pose([1.5, 1.4, 1.3], 90.0, -10.0)
     p1 = p0.copy()
     p1[0, 3] += step
     a, b = (render_frame(repetitive, p, K, W, H).image for p in (p0, p1))

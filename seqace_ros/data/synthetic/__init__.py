@@ -6,10 +6,17 @@ intrinsics. World frame: metres, z up. Poses: 4x4 camera-to-world, OpenCV camera
 y down, z forward), as in the DSAC*/ACE layout.
 
 Scene kinds
-    ``"room"``        a furnished 5 x 4 x 2.6 m room; every texture is unique.
-    ``"repetitive"``  an 8 x 4 x 2.6 m room whose long walls, shelves, floor tiles and ceiling
-                      repeat every metre, with only a few unique things: single views are
-                      ambiguous (the case sequence relocalization is for).
+    ``"room"``        a furnished 5 x 4 x 2.6 m room (kitchen counter, cabinets, shelf, table,
+                      posters...); every texture is unique. A hand-held camera 1-2 m from the
+                      counter, like the 7-Scenes redkitchen sequence.
+    ``"repetitive"``  an 8 x 4 x 2.6 m room whose long walls, shelves, floor tiles, lights and
+                      ceiling repeat every metre, with only a few unique things, seen by a
+                      robot-like camera (steady height, pitch and heading) sweeping three
+                      modules: single views are ambiguous, the case sequence
+                      relocalization is for.
+
+Rendering cost (640x480, one core): about 30 ms per frame plus ~6 ms of camera noise and
+1 ms of JPEG encoding; ``benchmarks/synthetic_render_speed.py`` measures it.
 
 Public API
     ``generate_scene(out_dir, kind="room", mapping_frames=300, query_frames=200, width=640,

@@ -89,8 +89,9 @@ def build_room(seed: int, ppm: float = DEFAULT_PPM) -> Scene:
 def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0) -> Scene:
     """An 8 x 4 x 2.6 m room whose long walls are one module repeated every ``module_m``
     metres (window, poster, shelf underneath), with a tiled floor and panelled ceiling of the
-    same period. Only a few things are unique (one poster on the far wall, a cabinet, the end
-    walls), so most single views could have been taken a module to the left or right."""
+    same period. Only a few small things are unique (two posters, two boxes on shelves, a mat,
+    a cabinet, the end walls), so most of any view could have been seen a module to the left
+    or right."""
     rng = np.random.default_rng([seed, 2])
     b = SceneBuilder(rng, ppm)
     length = 8.0
@@ -143,9 +144,18 @@ def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0)
         x, y, _ = L.position
         b.add(rect_face(2, 2.598, -1, (x - 0.2, y - 0.15), (x + 0.2, y + 0.15), f"lamp{k}", True),
               texture=lamp)
-    # The few unique things.
+    # The few unique things, spread so that most views along the sweep hold one or two small
+    # ones: posters, boxes on two shelves, a doormat, a cabinet on the back wall.
     b.add(rect_face(1, 3.995, -1, (5.05, 1.55), (5.45, 2.15), "unique_poster"),
           material=_plain(tx.poster))
+    b.add(rect_face(1, 3.995, -1, (4.3 * module_m, 0.85), (4.7 * module_m, 1.2), "unique_note"),
+          material=_plain(tx.poster))
+    _add_box(b, (3.35 * module_m, 3.7, 0.8), (3.6 * module_m, 3.9, 1.05), _plain(tx.poster),
+             name="unique_box3")
+    _add_box(b, (6.3 * module_m, 3.65, 0.8), (6.5 * module_m, 3.85, 1.15), _plain(tx.picture),
+             name="unique_box6")
+    b.add(rect_face(2, 0.004, 1, (2.6 * module_m, 2.5), (3.3 * module_m, 3.1), "unique_mat"),
+          material=tx.rug)
     _add_box(b, (2.3, 0.0, 0.0), (3.0, 0.5, 1.1), {"+y": tx.cabinet, "*": tx.wood}, name="cabinet")
     # A robot driving along the room with a side-looking camera: nearly constant height, pitch
     # and heading, so views a module apart are alike; the sweep spans three modules.
