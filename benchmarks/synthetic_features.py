@@ -140,13 +140,14 @@ def main() -> int:
     sources = {}
     for kind in args.kinds:
         frame, K = scene_frames(kind, args.seed, n_map, n_query, width, height, args.noise)
-        sources[kind] = [frame("map", i)[0] for i in np.linspace(0, n_map - 1, args.count_frames).round().astype(int)]
+        picks = np.linspace(0, n_map - 1, args.count_frames).round().astype(int)
+        sources[kind] = [frame("map", i)[0] for i in picks]
         report["reloc_proxy"][kind] = reloc_proxy(xfeat, frame, K, n_map, n_query, args.db_frames,
                                                   args.queries, args.top_k)
     if (args.redkitchen / "train").is_dir():
         frames = load_split(args.redkitchen, "train")
-        sources["redkitchen (real)"] = [frames[i].load_image() for i in
-                                        np.linspace(0, len(frames) - 1, args.count_frames).round().astype(int)]
+        picks = np.linspace(0, len(frames) - 1, args.count_frames).round().astype(int)
+        sources["redkitchen (real)"] = [frames[i].load_image() for i in picks]
     for name, images in sources.items():
         stats = [count_stats(xfeat, im) for im in images]
         report["counts"][name] = {k: float(np.median([s[k] for s in stats])) for k in stats[0]}

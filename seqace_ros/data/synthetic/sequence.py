@@ -1,4 +1,4 @@
-"""Render image sequences: noise per frame, motion blur from the trajectory, worker processes.
+"""Render image sequences: noise per frame, motion blur from the trajectory, worker threads.
 
 A frame's image depends only on (scene, pose, K, noise, seed, stream, frame id, its
 neighbour's pose), never on the thread that rendered it or the order, so any number of
@@ -60,8 +60,7 @@ class RenderSettings:
     supersample: int
 
 
-def plan_jobs(poses: np.ndarray, frame_ids: Sequence[int], settings: RenderSettings,
-              fps: float = 30.0) -> list[FrameJob]:
+def plan_jobs(poses: np.ndarray, frame_ids: Sequence[int], settings: RenderSettings) -> list[FrameJob]:
     """Per-frame exposure gain and motion-blur flow (from the next frame of the same block, or
     the previous one at a block's end)."""
     n = len(poses)
@@ -101,16 +100,19 @@ def render_job(scene: Scene, job: FrameJob, st: RenderSettings,
 def render_sequence(scene: Scene, poses: np.ndarray, K: np.ndarray, width: int | None = None,
                     height: int | None = None, noise: "str | CameraNoise | dict | None" = None,
                     seed: int = 0, frame_ids: Sequence[int] | None = None, supersample: int = 1,
-                    workers: int = 1, stream: int = 0, fps: float = 30.0) -> Iterator[RenderedFrame]:
+                    workers: int = 1, stream: int = 0) -> Iterator[RenderedFrame]:
     """Yield ``(image_bgr uint8, pose_c2w, K)`` for each pose, in order.
 
     The image size defaults to twice the principal point. ``frame_ids`` (default 0..N-1) name
     the frames: consecutive ids are one continuous shot (motion blur uses the neighbour) and
-    seed each frame's noise. ``workers`` > 1 renders on that many threads.
+    seed each frame's noise. ``stream`` separates the noise of different sequences of one
+    seed (``generate_scene`` uses 1 for train, 2 for test). ``workers`` > 1 renders on that
+    many threads.
     """
     poses = np.asarray(poses, float)
     if poses.ndim != 3 or poses.shape[1:] != (4, 4):
-        raise ValueError(f"poses must be an (N, 4, 4) array of camera-to-world matrices, got {poses.shape}")
+        raise ValueError(f"poses must be an (N, 4, 4) array of camera-to-world matrices, "
+                         f"got shape {poses.shape}")
     K = np.asarray(K, float)
     width = int(round(2 * K[0, 2])) if width is None else int(width)
     height = int(round(2 * K[1, 2])) if height is None else int(height)
@@ -121,7 +123,7 @@ def render_sequence(scene: Scene, poses: np.ndarray, K: np.ndarray, width: int |
         raise ValueError(f"{len(ids)} frame ids for {len(poses)} poses")
     st = RenderSettings(K, width, height, camera_noise(noise), int(seed), int(stream),
                         int(supersample))
-    jobs = plan_jobs(poses, ids, st, fps)
+    jobs = plan_jobs(poses, ids, st)
     for job, image in zip(jobs, parallel_map(scene, render_job, jobs, st, workers)):
         yield RenderedFrame(image, job.pose.copy(), K.copy())
 
