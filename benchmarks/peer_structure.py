@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -77,8 +78,6 @@ def _subset(n: int, limit: int | None) -> np.ndarray:
     """Evenly spaced query indices: the first N would all come from one 50-frame block."""
     if limit is None or limit >= n:
         return np.arange(n)
-    if limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
     return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
 
 
@@ -90,8 +89,12 @@ def load_or_build_map(scene_dir: str | Path, settings: MapSettings,
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     path = cache_dir / f"{Path(scene_dir).resolve().name}-{cache_key(settings, frames)}.npz"
     if path.is_file():
-        log(f"map: loaded from cache {path}")
-        return Reconstruction.load(path), True
+        try:
+            rec = Reconstruction.load(path)
+            log(f"map: loaded from cache {path}")
+            return rec, True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log(f"map: cache entry {path} is unreadable ({exc}); rebuilding it")
     rec = build_reconstruction(frames, settings, progress=progress, log=log)
     rec.save(path)
     log(f"map: cached as {path}")
@@ -111,10 +114,12 @@ def run_peer(scene_dir: str | Path, features: str = "sift", threads: int = 1,
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     map_settings = map_settings or default_map_settings(features)
-    localize_settings = localize_settings or default_localize_settings(features)
+    localize_settings = localize_settings or default_localize_settings(map_settings.features)
     rec, cached = load_or_build_map(scene_dir, map_settings, cache_dir, progress, log)
     localizer = StructureLocalizer(rec, localize_settings)
 

@@ -156,3 +156,33 @@ def test_bad_input_gives_clear_errors(tmp_path):
         peer.run_peer(tmp_path / "nowhere", cache_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         peer.run_peer(tmp_path, threads=0, progress=False)
+
+
+def test_textureless_scene_is_refused_with_a_reason(tmp_path):
+    peer = _load_peer_script()
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    poses = [_look_down_pose(0.1 * i, 0.0, 1.2, 0.0) for i in range(4)]
+    for split in ("train", "test"):
+        root = tmp_path / "scene" / split
+        for sub in ("rgb", "poses", "calibration"):
+            (root / sub).mkdir(parents=True)
+        for i, T in enumerate(poses):
+            cv2.imwrite(str(root / "rgb" / f"{i:04d}.png"), blank)
+            np.savetxt(root / "poses" / f"{i:04d}.txt", T)
+            (root / "calibration" / f"{i:04d}.txt").write_text(f"{F_PX}\n")
+    with pytest.raises(ValueError, match="no verified matches"):
+        peer.run_peer(tmp_path / "scene", cache_dir=tmp_path / "cache", progress=False,
+                      log=lambda *_: None)
+
+
+def test_corrupt_cache_entry_is_rebuilt(floor_scene, tmp_path):
+    peer = _load_peer_script()
+    cache = tmp_path / "cache"
+    peer.run_peer(floor_scene, cache_dir=cache, limit=1, progress=False, log=lambda *_: None)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(b"not an npz file")
+    messages = []
+    report = peer.run_peer(floor_scene, cache_dir=cache, limit=1, progress=False,
+                           log=messages.append)
+    assert not report["map_from_cache"] and report["localized"] == 1
+    assert any("unreadable" in m for m in messages)

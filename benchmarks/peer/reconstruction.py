@@ -219,6 +219,12 @@ def reconstruct_from_features(feats: list[LocalFeatures], poses: np.ndarray, Ks:
                          f"{settings.pair_max_distance_m} m / {settings.pair_max_angle_deg} deg")
     edges, n_raw = verified_matches(feats, poses, Ks, pairs, settings, progress)
     t_match = time.perf_counter() - t1
+    if len(edges) == 0:
+        raise ValueError(
+            f"no verified matches between the {len(pairs)} mapping pairs ({n_raw} before the "
+            "epipolar check, {:.0f} keypoints per image): the images may be textureless or the "
+            "poses wrong; check the scene, or loosen epipolar_px / match_ratio".format(
+                float(np.mean(np.diff(offsets)))))
 
     track, num_tracks = _tracks_from_matches(edges, node_image)
     nodes = np.flatnonzero(track >= 0)
@@ -232,6 +238,10 @@ def reconstruct_from_features(feats: list[LocalFeatures], poses: np.ndarray, Ks:
     old_ids = track[obs_nodes]
     used, obs_point = np.unique(old_ids, return_inverse=True)
     points = tri.points[used]
+    if len(points) == 0:
+        raise ValueError(f"no 3D point survived triangulation of {num_tracks} tracks: the mapping "
+                         "baselines may be too small for the minimum triangulation angle "
+                         f"({settings.triangulation.min_angle_deg} deg), or the poses wrong")
     all_desc = np.concatenate([x.descriptors for x in feats])
     desc = np.zeros((len(used), all_desc.shape[1]), np.float32)
     np.add.at(desc, obs_point, all_desc[obs_nodes].astype(np.float32))
