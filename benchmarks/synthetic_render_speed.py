@@ -4,9 +4,9 @@ demo's data (300 mapping + 200 query frames at 640x480 by default) end to end.
     python benchmarks/synthetic_render_speed.py --repeats 3 --json /tmp/synthetic_render_speed.json
 
 Per-frame numbers are medians over the frames of a mapping trajectory, taken on one thread
-(OpenCV limited to one thread too), as wall time and process CPU time; the end-to-end run uses
-``--workers`` threads. The machine's load average is recorded: other processes sharing the
-cores make wall times longer, CPU times much less so.
+(OpenCV limited to one thread too), as wall time and process CPU time; the end-to-end runs use
+each of the ``--workers`` thread counts. The machine's load average is recorded: other
+processes sharing the cores make wall times longer, CPU times much less so.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def main() -> int:
     ap.add_argument("--query-frames", type=int, default=200)
     ap.add_argument("--stage-frames", type=int, default=20, help="frames for the per-stage medians")
     ap.add_argument("--repeats", type=int, default=3, help="runs of scene build and end to end")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="worker thread counts to time end to end")
     ap.add_argument("--noise", default="low")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=Path("synthetic_render_speed.json"))
@@ -94,22 +95,23 @@ def main() -> int:
     cv2.setNumThreads(-1)  # back to OpenCV's default for the end-to-end runs
 
     runs = []
-    for kind in args.kinds:
+    for kind, workers in [(k, w) for k in args.kinds for w in args.workers]:
         for rep in range(args.repeats):
             tmp = Path(tempfile.mkdtemp(prefix="synthetic_bench_"))
             try:
                 _, wall, cpu = timed(generate_scene, tmp / "scene", kind, args.mapping_frames,
                                      args.query_frames, args.width, args.height, args.seed,
-                                     args.noise, workers=args.workers, progress=False)
+                                     args.noise, workers=workers, progress=False)
                 size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            runs.append({"kind": kind, "repeat": rep, "wall_s": wall, "cpu_s": cpu,
-                         "megabytes": size / 2**20})
+            runs.append({"kind": kind, "workers": workers, "repeat": rep, "wall_s": wall,
+                         "cpu_s": cpu, "megabytes": size / 2**20})
     end_to_end = []
-    for kind in args.kinds:
-        mine = [r for r in runs if r["kind"] == kind]
-        end_to_end.append({"kind": kind, "median_wall_s": float(np.median([r["wall_s"] for r in mine])),
+    for kind, workers in [(k, w) for k in args.kinds for w in args.workers]:
+        mine = [r for r in runs if r["kind"] == kind and r["workers"] == workers]
+        end_to_end.append({"kind": kind, "workers": workers,
+                           "median_wall_s": float(np.median([r["wall_s"] for r in mine])),
                            "median_cpu_s": float(np.median([r["cpu_s"] for r in mine])),
                            "megabytes": mine[0]["megabytes"], "repeats": len(mine)})
 
@@ -131,10 +133,11 @@ def main() -> int:
     for s in stages:
         print(f"{s['kind']:<11} {s['stage']:<40} {s['median_wall_ms']:9.1f} {s['median_cpu_ms']:9.1f}")
     print(f"\nend to end: {args.mapping_frames} mapping + {args.query_frames} query frames, "
-          f"noise '{args.noise}', {args.workers} worker threads (medians of {args.repeats})")
-    print(f"{'kind':<11} {'wall s':>8} {'cpu s':>8} {'MB':>7}")
+          f"noise '{args.noise}' (medians of {args.repeats})")
+    print(f"{'kind':<11} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'MB':>7}")
     for e in end_to_end:
-        print(f"{e['kind']:<11} {e['median_wall_s']:8.1f} {e['median_cpu_s']:8.1f} {e['megabytes']:7.1f}")
+        print(f"{e['kind']:<11} {e['workers']:7d} {e['median_wall_s']:8.1f} {e['median_cpu_s']:8.1f} "
+              f"{e['megabytes']:7.1f}")
     print(f"\nload average (1 min) before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs; wrote {args.json}")
     return 0

@@ -7,7 +7,6 @@ workers gives the same bytes.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,12 +157,3 @@ def parallel_map(scene: Scene, fn: Callable, jobs: Sequence, st, workers: int = 
             if nxt is not None:
                 pending.append(pool.submit(fn, scene, nxt, st))
             yield result
-
-
-def default_workers() -> int:
-    """All usable cores (at most 8)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
