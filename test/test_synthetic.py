@@ -328,6 +328,11 @@ def test_noise_options_change_the_images(room, K):
     moving = _sequence(room, poses, K, {"motion_blur": 1.0}).astype(np.float32)
     assert sharpness(moving) < sharpness(clean)
 
+    from seqace_ros.data.synthetic.noise import MAX_BLUR_PX, motion_kernel
+    assert motion_kernel(np.array([0.5, 0.2])) is None
+    k = motion_kernel(np.array([300.0, 40.0]))  # poses that were not consecutive frames
+    assert max(k.shape) <= MAX_BLUR_PX + 2 and k.sum() == pytest.approx(1.0)
+
     again = _sequence(room, poses, K, "high")
     assert np.array_equal(again, _sequence(room, poses, K, "high")), "noise is seeded"
     assert not np.array_equal(again, _sequence(room, poses, K, "high", seed=1))

@@ -92,11 +92,19 @@ def vignette(width: int, height: int, strength: float) -> np.ndarray:
     return (1.0 - strength * r2).astype(np.float32)
 
 
+MAX_BLUR_PX = 25.0  # longest motion blur streak; more means the poses are not one shot
+
+
 def motion_kernel(flow_px: np.ndarray) -> np.ndarray | None:
-    """Normalised line kernel along an image motion vector (pixels), or None if too short."""
+    """Normalised line kernel along an image motion vector (pixels), or None if too short.
+    Streaks are capped at MAX_BLUR_PX: a longer one comes from poses that were not consecutive
+    frames (e.g. frame ids that say so wrongly), not from a hand-held camera at 30 Hz."""
     length = float(np.hypot(*flow_px))
     if length < 0.75:
         return None
+    if length > MAX_BLUR_PX:
+        flow_px = np.asarray(flow_px, float) * (MAX_BLUR_PX / length)
+        length = MAX_BLUR_PX
     size = int(np.ceil(length)) | 1
     k = np.zeros((size, size), np.float32)
     c = size // 2
