@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1, help="rendering processes")
+    ap.add_argument("--workers", type=int, default=1, help="rendering threads")
     ap.add_argument("--rate", type=float, default=10.0, help="frame rate of the bag's stamps (Hz)")
     ap.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     ap.add_argument("--compressed", action="store_true",
