@@ -57,7 +57,6 @@ def build_buffer(frames: list[SceneFrame], encoder: XFeatEncoder, config: Mappin
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed + 7919 * rank)
-    gen = torch.Generator().manual_seed(config.seed + rank)
     my_frames = list(range(rank, len(frames), world_size))
     # Decode each image once; passes over the data re-augment from memory.
     images: dict[int, np.ndarray] = {}
@@ -110,7 +109,6 @@ def build_buffer(frames: list[SceneFrame], encoder: XFeatEncoder, config: Mappin
         sal.append(enc.saliency[pick].float().cpu())
         bar.update(1)
     bar.close()
-    del gen
     buf = TrainingBuffer(features=torch.cat(feats), targets=torch.cat(targets),
                          image_index=torch.cat(index), saliency=torch.cat(sal),
                          w2c=torch.from_numpy(w2c), K=torch.from_numpy(Ks), views=n_views,

@@ -118,7 +118,7 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
             "final_loss": history[-1][1] if history else None,
             "loss_history": history,
         },
-        "camera": _camera_summary(buf),
+        "camera": _camera_summary(buf, config),
         "targets": config.targets,
     }
     head.cpu()
@@ -194,7 +194,8 @@ def _map_points(head: SceneHead, buf: TrainingBuffer, config: MappingConfig,
     return pts.cpu().numpy().astype(np.float32)
 
 
-def _camera_summary(buf: TrainingBuffer) -> dict:
+def _camera_summary(buf: TrainingBuffer, config: MappingConfig) -> dict:
+    # Intrinsics of the first mapping image, in pixels of the image rescaled to image_height.
     K = buf.K[0].cpu().numpy()
-    return {"model": "pinhole", "nominal_height": None, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
+    return {"model": "pinhole", "nominal_height": config.image_height, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
             "cx": float(K[0, 2]), "cy": float(K[1, 2])}
