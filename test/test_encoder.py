@@ -13,7 +13,7 @@ from seqace_ros.encoder import EncoderError, XFeatEncoder, build_encoder, prepar
 
 @pytest.fixture(scope="module")
 def encoder():
-    return XFeatEncoder(device="cpu")
+    return XFeatEncoder(device="cpu", precision="fp32")
 
 
 def test_weight_hash_mismatch_is_a_clear_error(tmp_path, encoder):
@@ -32,6 +32,22 @@ def test_unknown_and_ace_encoders_are_refused():
         build_encoder("superpoint")
     with pytest.raises(EncoderError, match="ace_encoder_pretrained"):
         build_encoder("ace")
+
+
+def test_bf16_features_stay_close_to_fp32_and_bad_precisions_are_refused(encoder, texture):
+    """bf16 (the CPU default where the CPU has bf16 units) may differ by rounding, not more: the
+    same salient cells, features within a few percent."""
+    img = texture(480, 640, seed=5)
+    ref = encoder.encode(img)
+    enc = XFeatEncoder(device="cpu", precision="bf16").encode(img)
+    rel = (enc.features - ref.features).norm(dim=1) / ref.features.norm(dim=1).clamp(min=1e-6)
+    assert float(rel.median()) < 0.03
+    top_ref = set(torch.topk(ref.saliency, 500).indices.tolist())
+    top_bf16 = set(torch.topk(enc.saliency, 500).indices.tolist())
+    assert len(top_ref & top_bf16) > 400
+    assert torch.equal(enc.centers, ref.centers)
+    with pytest.raises(EncoderError, match="precision"):
+        XFeatEncoder(device="cpu", precision="int8")
 
 
 def test_outputs_equal_the_packages_network(encoder, texture):

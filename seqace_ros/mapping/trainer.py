@@ -84,8 +84,9 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     t_start = time.perf_counter()
     if encoder is None:
         # Eager mode: augmentation makes many input sizes, and tracing costs seconds per size.
+        # fp32 features on a CPU: every map so far was trained on them (bf16 training is unmeasured).
         encoder = build_encoder(config.encoder, device=device, image_height=config.image_height,
-                                optimize=False)
+                                optimize=False, precision="fp32" if device.type == "cpu" else "auto")
     buf = build_buffer(frames, encoder, config, progress=progress and rank == 0, rank=rank,
                        world_size=world)
     buf.to(device)

@@ -45,6 +45,9 @@ class RelocConfig:
     scoring: str = "soft"
     seed: int = 0
     precision: str = "auto"  # head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16
+    # Encoder precision: auto = bf16 on CPUs with bf16 units (measured on redkitchen: as accurate
+    # as fp32, encoder ~25% faster), fp16 on CUDA, else fp32.
+    encoder_precision: str = "auto"
     image_height: int | None = None  # None: the map's
     extra: dict = field(default_factory=dict)
 
@@ -60,6 +63,8 @@ class RelocConfig:
             problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
+        if self.encoder_precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"encoder_precision {self.encoder_precision!r} is not auto/fp32/bf16/fp16")
         if problems:
             raise ValueError("invalid relocalization settings: " + "; ".join(problems))
         return self
@@ -75,7 +80,8 @@ class Relocalizer:
         enc_meta = scene_map.metadata.get("encoder", {})
         height = self.config.image_height or enc_meta.get("image_height") or 480
         self.encoder = encoder or build_encoder(scene_map.encoder_name, device=self.device,
-                                                image_height=height)
+                                                image_height=height,
+                                                precision=self.config.encoder_precision)
         # Refuse a map made with other weights before it is used.
         if enc_meta.get("weights_sha256") not in (None, self.encoder.weights_sha256):
             from ..mapfile import MapFileError
