@@ -2,17 +2,19 @@
 """seqace_ros against the structure-based peer on 7-Scenes redkitchen, in one run.
 
     python benchmarks/redkitchen.py [--scene PATH] [--json OUT.json] [--budgets fast,cpu]
-        [--threads 2] [--peer sift|xfeat|none] [--fp32-frames 100]
+        [--threads 2] [--peer sift|xfeat|none] [--fp32-frames 100] [--cells 700,1000]
+    # a budget may override profile fields: --budgets "cpu,cpu:head_blocks=1,cpu:iterations=3000"
 
 For each mapping budget: map the 500 train frames (wall time), localize the 500 test frames
 (single-frame mode; per-frame median timing with images already decoded), and, on a subset, the
-frame rate with the head in fp32 (CPUs without bf16). Then the peer (benchmarks/peer_structure.py)
+frame rate with encoder and head in fp32 (CPUs without bf16). Then the peer (benchmarks/peer_structure.py)
 on the same data with the same thread count. Prints one table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -28,8 +30,18 @@ DEFAULT_SCENE = REPO.parent / "shared" / "data" / "7scenes_redkitchen"
 KEYS = ("10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg")
 
 
+def parse_budget(spec: str) -> tuple[str, dict]:
+    """'cpu:head_blocks=1;iterations=3000' -> ('cpu', {'head_blocks': 1, 'iterations': 3000})."""
+    name, _, rest = spec.partition(":")
+    over = {}
+    for item in filter(None, rest.split(";")):
+        key, _, value = item.partition("=")
+        over[key.strip()] = ast.literal_eval(value.strip())
+    return name.strip(), over
+
+
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
-               num_cells: int = 1000, map_path: Path | None = None) -> dict:
+               cells: list[int], map_path: Path | None = None) -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -47,25 +59,33 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
         mapping_s = float("nan")
         budget = f"map {map_path.name}"
     else:
-        cfg = profile(budget, num_threads=threads)
+        name, over = parse_budget(budget)
+        cfg = profile(name, num_threads=threads, **over)
         t0 = time.perf_counter()
         scene_map = train_map(load_split(scene, "train"), cfg, progress=True)
         mapping_s = time.perf_counter() - t0
-        scene_map.save(out_dir / f"redkitchen_{budget}.safetensors")
+        tag = budget.replace(":", "_").replace(";", "_").replace("=", "")
+        scene_map.save(out_dir / f"redkitchen_{tag}.safetensors")
         cfg_dict = cfg.to_dict()
     test = load_split(scene, "test")
-    reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads), device="cpu")
-    results = localize_frames(reloc.localize, test, desc=f"seqace {budget}")
-    report = summarize(results, method=f"seqace ({budget})", mapping_s=mapping_s,
-                       mapping_config=cfg_dict, threads=threads, num_cells=num_cells,
-                       head_precision=str(reloc.amp or "fp32"))
-    if fp32_frames:
-        r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
-                                                 precision="fp32"), device="cpu")
-        res32 = localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32 head")
-        s32 = summarize(res32)
-        report["fp32_head"] = {"frames": fp32_frames, "timing_ms": s32["timing_ms"], "fps": s32["fps"]}
-    return report
+    reports = []
+    for num_cells in cells:
+        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads),
+                            device="cpu")
+        results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}")
+        report = summarize(results, method=f"seqace ({budget}, K={num_cells})", mapping_s=mapping_s,
+                           mapping_config=cfg_dict, threads=threads, num_cells=num_cells,
+                           head_precision=str(reloc.amp or "fp32"),
+                           encoder_precision=reloc.encoder.precision)
+        if fp32_frames:
+            # CPUs without bf16 units: encoder and head in fp32.
+            r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
+                                                     precision="fp32", encoder_precision="fp32"),
+                              device="cpu")
+            s32 = summarize(localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32"))
+            report["fp32"] = {"frames": fp32_frames, "timing_ms": s32["timing_ms"], "fps": s32["fps"]}
+        reports.append(report)
+    return reports
 
 
 def main() -> int:
@@ -75,8 +95,9 @@ def main() -> int:
     ap.add_argument("--budgets", default="cpu", help="comma-separated mapping profiles (fast, cpu, gpu)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
-    ap.add_argument("--fp32-frames", type=int, default=100, help="frames timed with an fp32 head")
-    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--fp32-frames", type=int, default=100,
+                    help="frames timed with encoder and head in fp32")
+    ap.add_argument("--cells", default="1000", help="comma-separated top-K cell counts to evaluate")
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
@@ -87,30 +108,31 @@ def main() -> int:
 
     out_dir = args.json.parent
     out_dir.mkdir(parents=True, exist_ok=True)
+    cells = [int(c) for c in args.cells.split(",") if c.strip()]
     rows = []
     for m in args.map:
-        rows.append(run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, args.cells, m))
+        rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m)
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
     for budget in budgets:
-        rows.append(run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, args.cells))
+        rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells)
     if args.peer != "none":
         from peer_structure import run_peer
         peer = run_peer(args.scene, features=args.peer, threads=args.threads)
         peer["method"] = f"structure peer ({args.peer})"
         rows.append(peer)
     print()
-    print(f"{'method':28s} " + " ".join(f"{k:>10s}" for k in KEYS) + f" {'med cm':>7s} {'med deg':>7s}"
+    print(f"{'method':40s} " + " ".join(f"{k:>10s}" for k in KEYS) + f" {'med cm':>7s} {'med deg':>7s}"
           f" {'ms/frame':>8s} {'fps':>6s} {'map s':>6s}")
     for r in rows:
         fps = r.get("fps") or 0.0
         ms = r.get("timing_ms", {}).get("total", float("nan"))
         map_s = r.get("mapping_s", float("nan"))
-        print(f"{r['method']:28s} " + " ".join(f"{r['recall'][k]:9.1f}%" for k in KEYS)
+        print(f"{r['method']:40s} " + " ".join(f"{r['recall'][k]:9.1f}%" for k in KEYS)
               + f" {r['median_translation_cm'] or float('nan'):7.2f} {r['median_rotation_deg'] or float('nan'):7.2f}"
               f" {ms:8.1f} {fps:6.1f} {map_s:6.0f}")
-        if "fp32_head" in r:
-            print(f"{'  (head in fp32)':28s} {'':>43s} {'':>15s} {r['fp32_head']['timing_ms'].get('total', 0):8.1f}"
-                  f" {r['fp32_head']['fps'] or 0:6.1f}")
+        if "fp32" in r:
+            print(f"{'  (no bf16: all fp32)':40s} {'':>43s} {'':>15s} {r['fp32']['timing_ms'].get('total', 0):8.1f}"
+                  f" {r['fp32']['fps'] or 0:6.1f}")
     write_json({"scene": str(args.scene), "threads": args.threads, "cpu_count": os.cpu_count(),
                 "results": rows}, args.json)
     print(f"\nJSON written to {args.json}")
