@@ -43,9 +43,13 @@ class MappingConfig:
     depth_max: float = 1000.0
     max_reprojection_error: float = 1000.0
     proxy_depth: float = 10.0
-    # Sequence (SeqACE cross-frame) loss; off = exactly the single-frame recipe
+    # Sequence (SeqACE cross-frame) loss; off = exactly the single-frame recipe. Samples on a
+    # verified frame-keyframe match are also reprojected into the keyframe, weighted by
+    # sequence_weight. sequence_mean: the keyframe term is averaged over the matched samples of a
+    # batch ("tracked", SeqACE: 0.5 * 1/N_track * sum) or over the whole batch ("batch").
     sequence: bool = False
     sequence_weight: float = 0.5
+    sequence_mean: str = "tracked"
     # Runtime
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -81,6 +85,10 @@ class MappingConfig:
             problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
         if not 0.0 <= self.salient_share <= 1.0:
             problems.append(f"salient_share {self.salient_share} outside [0, 1]")
+        if self.sequence_weight < 0:
+            problems.append(f"sequence_weight {self.sequence_weight} < 0")
+        if self.sequence_mean not in ("tracked", "batch"):
+            problems.append(f"sequence_mean {self.sequence_mean!r} is not 'tracked' or 'batch'")
         if problems:
             raise ValueError("invalid mapping settings: " + "; ".join(problems))
         return self

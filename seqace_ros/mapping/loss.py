@@ -1,4 +1,5 @@
-"""ACE's reprojection loss with the tanh hinge, its annealed threshold and invalid handling."""
+"""ACE's reprojection loss with the tanh hinge, its annealed threshold and invalid handling, and
+SeqACE's combination with the cross-frame (keyframe) term."""
 
 from __future__ import annotations
 
@@ -38,3 +39,22 @@ def reprojection_loss(points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, 
     proxy = (ray * proxy_depth - cam).abs().sum(-1)
     loss = torch.where(valid, hinge, proxy)
     return loss, valid
+
+
+def sequence_loss(frame_loss: torch.Tensor, keyframe_loss: torch.Tensor, tracked: torch.Tensor,
+                  weight: float, mean: str = "tracked") -> torch.Tensor:
+    """SeqACE's batch loss: mean frame term + ``weight`` x the keyframe term of tracked samples.
+
+    frame_loss, keyframe_loss (B,) per sample (keyframe_loss is ignored where ``tracked`` is
+    False); ``mean``: "tracked" divides the keyframe sum by the number of tracked samples (SeqACE),
+    "batch" by B. A batch without tracked samples adds zero (SeqACE's 1/N_track would give NaN).
+    Masked, not indexed: no host sync and no data-dependent shapes on a GPU.
+    """
+    kf_sum = torch.where(tracked, keyframe_loss, torch.zeros_like(keyframe_loss)).sum()
+    if mean == "tracked":
+        denom = tracked.sum().clamp(min=1).to(kf_sum.dtype)
+    elif mean == "batch":
+        denom = float(max(tracked.numel(), 1))
+    else:
+        raise ValueError(f"mean {mean!r} is not 'tracked' or 'batch'")
+    return frame_loss.mean() + weight * (kf_sum / denom)

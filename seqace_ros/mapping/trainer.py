@@ -3,6 +3,10 @@
 Runs on the CPU (bf16 autocast where the CPU supports it), on one GPU (fp16 autocast, buffer on the
 device), or on several processes under torchrun (DistributedDataParallel; gloo on CPU, nccl on
 GPU), each process filling the buffer from its share of the images.
+
+With ``MappingConfig.sequence`` the mapping frames are first matched to their keyframes
+(matching.py, cached next to the data) and the loss gains SeqACE's cross-frame term: each matched
+sample's prediction is also reprojected into the keyframe (cross_frame.py, loss.sequence_loss).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +27,8 @@ from ..head import SceneHead
 from ..mapfile import SceneMap
 from .buffer import TrainingBuffer, build_buffer
 from .config import MappingConfig
-from .loss import reprojection_loss, tau_schedule
+from .cross_frame import frame_links
+from .loss import reprojection_loss, sequence_loss, tau_schedule
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +72,34 @@ def _scene_mean(frames: list[SceneFrame]) -> torch.Tensor:
     return torch.tensor(np.mean([f.pose_c2w[:3, 3] for f in frames], axis=0), dtype=torch.float32)
 
 
+def _sequence_matches(frames: list[SceneFrame], matching_config, progress: bool, rank: int,
+                      world: int) -> list:
+    """Frame -> keyframe matches of the mapping sequence (matching.match_sequence, cached).
+
+    Under torchrun rank 0 matches first and fills the cache; the other ranks then read it (they
+    recompute only where nothing can be cached, e.g. frames from a bag).
+    """
+    from .matching import match_sequence
+
+    if rank == 0:
+        matches = match_sequence(frames, matching_config, progress=progress)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rank != 0:
+        matches = match_sequence(frames, matching_config, progress=False)
+    return matches
+
+
 def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, progress: bool = True,
-              encoder=None) -> SceneMap:
+              encoder=None, matches: Sequence | None = None, matching_config=None) -> SceneMap:
     """Train a map from posed mapping images. Returns the SceneMap (on rank 0 under torchrun; the
-    other ranks return the same trained head)."""
+    other ranks return the same trained head).
+
+    With ``config.sequence`` the frames must be in recording order; ``matches`` (a list of
+    matching.FrameMatches) skips the matcher, ``matching_config`` (matching.MatchingConfig)
+    overrides its defaults. Without ``config.sequence`` both are ignored and nothing is matched.
+    """
     config = (config or MappingConfig()).validate()
     if not frames:
         raise ValueError("no mapping frames")
@@ -87,8 +117,20 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
         # fp32 features on a CPU: every map so far was trained on them (bf16 training is unmeasured).
         encoder = build_encoder(config.encoder, device=device, image_height=config.image_height,
                                 optimize=False, precision="fp32" if device.type == "cpu" else "auto")
+    links, match_summary, match_seconds = None, None, 0.0
+    if config.sequence:
+        t0 = time.perf_counter()
+        if matches is None:
+            from .matching import MatchingConfig
+            matches = _sequence_matches(frames, matching_config or MatchingConfig(device=str(device)),
+                                        progress and rank == 0, rank, world)
+        match_seconds = time.perf_counter() - t0
+        match_summary = _summarize(matches)
+        links = frame_links(matches)
+        log.info("matching: %d of %d frames linked to a keyframe in %.1f s", len(links), len(frames),
+                 match_seconds)
     buf = build_buffer(frames, encoder, config, progress=progress and rank == 0, rank=rank,
-                       world_size=world)
+                       world_size=world, frame_links=links)
     buf.to(device)
 
     head = SceneHead(in_dim=encoder.feature_dim, width=config.head_width,
@@ -97,8 +139,8 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
-    history = _optimise(model, buf, config, device, progress and rank == 0)
-    t_train = time.perf_counter() - t_start - buf.seconds
+    history, kf_history = _optimise(model, buf, config, device, progress and rank == 0)
+    t_train = time.perf_counter() - t_start - buf.seconds - match_seconds
 
     head.eval().requires_grad_(False)
     points = _map_points(head, buf, config, device)
@@ -115,9 +157,11 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
             "world_size": world,
             "device": str(device),
             "precision": str(autocast_dtype(config.precision, device) or "fp32"),
-            "seconds": {"buffer": buf.seconds, "train": t_train, "total": seconds},
+            "seconds": {"matching": match_seconds, "buffer": buf.seconds, "train": t_train,
+                        "total": seconds},
             "final_loss": history[-1][1] if history else None,
             "loss_history": history,
+            "sequence": _sequence_metadata(config, buf, match_summary, match_seconds, kf_history),
         },
         "camera": _camera_summary(buf, config),
         "targets": config.targets,
@@ -125,11 +169,52 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     head.cpu()
     log.info("map trained in %.1f s (buffer %.1f s, %d samples; training %.1f s)",
              seconds, buf.seconds, len(buf), t_train)
+    if kf_history:
+        log.info("cross-frame term: loss %.2f over the %.0f%% matched samples (last window); "
+                 "matching %.1f s", kf_history[-1][1], 100 * kf_history[-1][2], match_seconds)
     return SceneMap(head=head, metadata=meta, scene_points=points)
 
 
+def _summarize(matches: Sequence) -> dict:
+    from .matching import summarize_matches
+    return summarize_matches(matches)
+
+
+def _sequence_metadata(config: MappingConfig, buf: TrainingBuffer, match_summary: dict | None,
+                       match_seconds: float, kf_history: list) -> dict:
+    """The map metadata's record of sequence (cross-frame) training."""
+    if not config.sequence:
+        return {"enabled": False}
+    return {"enabled": True, "weight": config.sequence_weight, "mean": config.sequence_mean,
+            "matched_samples": buf.matched_samples,
+            "matched_share": buf.matched_samples / max(len(buf), 1),
+            "matching": match_summary, "matching_seconds": match_seconds,
+            # (iteration, keyframe-term loss over matched samples, share of matched samples)
+            "keyframe_loss_history": kf_history}
+
+
+def _keyframe_term(points: torch.Tensor, buf: TrainingBuffer, idx: torch.Tensor, img: torch.Tensor,
+                   tau: float, config: MappingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample reprojection loss into the matched keyframe, and the mask of matched samples.
+
+    Unmatched samples are reprojected into their own frame instead (finite, and masked out by
+    sequence_loss), so the batch keeps a fixed shape.
+    """
+    kf = buf.kf_index[idx]
+    tracked = kf >= 0
+    cam = torch.where(tracked, kf, img)
+    pixels = torch.where(tracked[:, None], buf.kf_targets[idx], buf.targets[idx])
+    loss, _ = reprojection_loss(points, buf.w2c[cam], buf.K[cam], pixels, tau, config.depth_min,
+                                config.depth_max, config.max_reprojection_error, config.proxy_depth)
+    return loss, tracked
+
+
 def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig,
-              device: torch.device, progress: bool) -> list[tuple[int, float, float]]:
+              device: torch.device, progress: bool
+              ) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]:
+    """Train; return the loss history [(iteration, window mean loss, tau)] and, with keyframe
+    targets, the keyframe-term history [(iteration, window mean over matched samples, matched
+    share)]."""
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate,
@@ -144,6 +229,10 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
     bar = tqdm(range(config.iterations), desc="training", unit="it", disable=not progress,
                leave=False, mininterval=0.5)
     window_sum, window_n = 0.0, 0
+    sequence = buf.kf_index is not None
+    kf_history: list[tuple[int, float, float]] = []
+    # Tensors, read only when logging: no extra host syncs per step.
+    kf_sum = kf_count = torch.zeros((), device=device)
     log_every = max(config.iterations // 20, 1)
     for it in bar:
         if cursor + config.batch_size > n:
@@ -159,7 +248,14 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
         loss_per, valid = reprojection_loss(points.float(), buf.w2c[img], buf.K[img], buf.targets[idx],
                                             tau, config.depth_min, config.depth_max,
                                             config.max_reprojection_error, config.proxy_depth)
-        loss = loss_per.mean()
+        if sequence:
+            kf_loss, tracked = _keyframe_term(points.float(), buf, idx, img, tau, config)
+            loss = sequence_loss(loss_per, kf_loss, tracked, config.sequence_weight,
+                                 config.sequence_mean)
+            kf_sum = kf_sum + torch.where(tracked, kf_loss, torch.zeros_like(kf_loss)).sum().detach()
+            kf_count = kf_count + tracked.sum()
+        else:
+            loss = loss_per.mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -173,11 +269,19 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
             mean = window_sum / window_n
             vfrac = float(valid.float().mean())
             history.append((it, mean, tau))
-            bar.set_postfix(loss=f"{mean:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
-            log.debug("it %d loss %.3f tau %.2f valid %.3f", it, mean, tau, vfrac)
+            post = dict(loss=f"{mean:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
+            if sequence:
+                n_kf = float(kf_count)
+                kf_mean = float(kf_sum) / max(n_kf, 1.0)
+                share = n_kf / (window_n * config.batch_size)
+                kf_history.append((it, kf_mean, share))
+                post.update(kf_loss=f"{kf_mean:.2f}", matched=f"{share:.2f}")
+                kf_sum = kf_count = torch.zeros((), device=device)
+            bar.set_postfix(**post)
+            log.debug("it %d %s", it, " ".join(f"{k} {v}" for k, v in post.items()))
             window_sum, window_n = 0.0, 0
     bar.close()
-    return history
+    return history, kf_history
 
 
 @torch.no_grad()
