@@ -28,6 +28,10 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     g.add_argument("--seed", type=int)
+    g.add_argument("--sequence", action=argparse.BooleanOptionalAction, default=False,
+                   help="SeqACE's cross-frame loss: match each mapping frame to its keyframe "
+                        "(cached in SCENE/train/matching) and also reproject matched samples into "
+                        "the keyframe (default: off, the single-frame ACE loss)")
 
 
 def _mapping_config(args):
@@ -40,6 +44,8 @@ def _mapping_config(args):
         "num_threads": args.threads}.items() if v is not None}
     if args.no_augment:
         over["augment"] = False
+    if args.sequence:
+        over["sequence"] = True
     return profile(args.profile, **over)
 
 
@@ -88,8 +94,9 @@ def cmd_map(args) -> int:
         return 0  # under torchrun only rank 0 writes the map
     scene_map.save(out)
     secs = scene_map.metadata["training"]["seconds"]
+    matching = f"matching {secs['matching']:.0f} s, " if config.sequence else ""
     print(f"map written to {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s "
-          f"(buffer {secs['buffer']:.0f} s, training {secs['train']:.0f} s)")
+          f"({matching}buffer {secs['buffer']:.0f} s, training {secs['train']:.0f} s)")
     skipped = scene_map.metadata["training"].get("skipped_images") or []
     if skipped:
         print(f"{len(skipped)} unreadable mapping image(s) skipped, e.g. {skipped[0]}")
