@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -25,34 +24,13 @@ from ..data.scene_folder import SceneFrame
 from ..encoder import build_encoder, resolve_device
 from ..head import SceneHead
 from ..mapfile import SceneMap
+from ..precision import autocast_dtype
 from .buffer import TrainingBuffer, build_buffer
 from .config import MappingConfig
 from .cross_frame import frame_links
 from .loss import reprojection_loss, sequence_loss, tau_schedule
 
 log = logging.getLogger(__name__)
-
-
-def cpu_supports_bf16() -> bool:
-    """True where bf16 matrix multiplies run natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting (None: plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def _distributed() -> tuple[int, int]:

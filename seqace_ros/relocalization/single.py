@@ -17,7 +17,7 @@ import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
 from ..mapfile import SceneMap, load_map
-from ..mapping.trainer import autocast_dtype
+from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
 
 
