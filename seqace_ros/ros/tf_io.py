@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ..data.ros_bag.tf_buffer import TransformBuffer, TransformLookupError
-from .messages import stamp_to_ns, transform_to_matrix
+from .messages import matrix_to_transform, stamp_to_ns, transform_to_matrix
 from .tf_math import NS
 
 
@@ -66,11 +67,19 @@ class TfOutput:
 
 
 class TfInput:
-    """Looks up transforms at a stamp, waiting up to a timeout (tf2_ros Buffer or our own buffer)."""
+    """Looks up transforms at a stamp, waiting up to a timeout (tf2_ros Buffer or our own buffer).
 
-    def __init__(self, node: Node, history_s: float = 30.0, prefer_tf2_ros: bool = True):
+    ``skip_parent`` (called per message) names a frame whose transforms on /tf are not taken into
+    our own buffer: the node's map frame, whose transforms the node publishes itself. Taken in,
+    the node's map -> camera would become the camera frame's newest parent and cut it off from
+    odom -> base_link -> camera.
+    """
+
+    def __init__(self, node: Node, history_s: float = 30.0, prefer_tf2_ros: bool = True,
+                 skip_parent: Callable[[], str] | None = None):
         tf2_ros = optional_module("tf2_ros") if prefer_tf2_ros else None
         self._lock = threading.Lock()
+        self._skip_parent = skip_parent
         self._own = TransformBuffer(history_s=history_s)
         self._tf2_buffer = None
         if tf2_ros is not None:
@@ -89,8 +98,11 @@ class TfInput:
         self.backend = "tf2_msgs"
 
     def _on_tf(self, msg, static: bool) -> None:
+        skip = self._skip_parent().lstrip("/") if self._skip_parent is not None else None
         with self._lock:
             for tf in msg.transforms:
+                if skip and tf.header.frame_id.lstrip("/") == skip:
+                    continue
                 try:
                     self._own.add(tf.header.frame_id, tf.child_frame_id, stamp_to_ns(tf.header.stamp) / NS,
                                   transform_to_matrix(tf), static=static)
@@ -98,9 +110,16 @@ class TfInput:
                     continue  # a malformed transform from someone else must not stop the node
 
     def add(self, parent: str, child: str, stamp_ns: int, T: np.ndarray) -> None:
-        """Feed a transform from another source (a nav_msgs/Odometry topic)."""
+        """Feed a transform from another source (a nav_msgs/Odometry topic). With tf2_ros it goes into
+        tf2's buffer too, so that a lookup can chain it with transforms from /tf and /tf_static
+        (odom -> base_link from the topic, base_link -> camera from the robot's static TF)."""
         with self._lock:
             self._own.add(parent, child, stamp_ns / NS, T)
+        if self._tf2_buffer is not None:
+            try:
+                self._tf2_buffer.set_transform(matrix_to_transform(T, parent, child, stamp_ns), "odom_topic")
+            except Exception as exc:  # tf2 raises its own exception family
+                raise ValueError(f"tf2 refused {parent} -> {child}: {exc}") from exc
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
         """T_target_source at the stamp; raises TransformLookupError after ``timeout_s``."""
