@@ -34,6 +34,9 @@ class NodeStats:
         self.lost_count = 0
         self.bad_images = 0
         self.last_error = ""
+        self.odometry_used = 0  # frames whose relative motion (odometry) reached the relocalizer
+        self.odometry_refused = 0
+        self.last_odometry_refusal = ""
 
     def image_arrived(self) -> None:
         now = time.monotonic()
@@ -55,6 +58,15 @@ class NodeStats:
         with self._lock:
             self.bad_images += 1
             self.last_error = reason
+
+    def relative_motion_used(self) -> None:
+        with self._lock:
+            self.odometry_used += 1
+
+    def odometry_message_refused(self, reason: str) -> None:
+        with self._lock:
+            self.odometry_refused += 1
+            self.last_odometry_refusal = reason
 
     @staticmethod
     def _rate(stamps) -> float:
@@ -84,6 +96,9 @@ class NodeStats:
                 "map": map_path or "none",
                 "mode": mode,
                 "tf": tf_backend,
+                "odometry_frames_used": str(self.odometry_used),
+                "odometry_refused": str(self.odometry_refused),
+                "last_refused_odometry": self.last_odometry_refusal or "none",
             }
             status = self.status
         if not map_loaded:

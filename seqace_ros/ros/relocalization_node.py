@@ -68,6 +68,11 @@ class RelocalizationNode(Node):
         self._latest_tf = None  # (T, parent, child, image_stamp_ns)
         self._last_pose: tuple[np.ndarray, str, int] | None = None
         self._prev_odom: np.ndarray | None = None
+        # odom_topic: the frame its messages are in (odom_frame, or the first accepted message's
+        # frame) and the last accepted message (frame, child, stamp_ns).
+        self._odom_topic_frame: str | None = None
+        self._odom_last: tuple[str, str, int] | None = None
+        self._odom_topic_name = ""
         self._path: collections.deque = collections.deque(maxlen=self.p["path_length"])
         self._reset_requested = False
         self._sequencer = StampSequencer()
@@ -79,7 +84,7 @@ class RelocalizationNode(Node):
         self.pub_inliers = self.create_publisher(Marker, "~/inliers", RELIABLE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         self.tf_out = TfOutput(self)
-        self.tf_in = TfInput(self)
+        self.tf_in = TfInput(self, skip_parent=lambda: self.p["map_frame"])
 
         image_qos = qos_profile_sensor_data if self.p["image_qos"] == "sensor_data" else RELIABLE
         self._slot = LatestSlot()
@@ -91,7 +96,13 @@ class RelocalizationNode(Node):
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos)
         self.create_subscription(PoseWithCovarianceStamped, "/initialpose", self._on_initial_pose, RELIABLE)
         if self.p["odom_topic"]:
+            self._odom_topic_name = self.resolve_topic_name(self.p["odom_topic"])
             self.create_subscription(Odometry, self.p["odom_topic"], self._on_odometry, RELIABLE)
+            if not self.p["odom_frame"] and self.p["publish_tf"]:
+                self.get_logger().warning(
+                    f"odom_topic {self._odom_topic_name} is set but odom_frame is empty: the node publishes "
+                    "map -> camera, so the camera frame gets a second parent next to the odometry's tree; "
+                    "set odom_frame to the odometry's frame to publish map -> odom (REP-105)")
         self.create_service(Trigger, "~/relocalize", self._srv_relocalize)
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/load_map", self._srv_load_map)
@@ -189,20 +200,62 @@ class RelocalizationNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
+    def _odometry_frame_problem(self, frame: str, child: str) -> str | None:
+        map_frame = self.p["map_frame"].lstrip("/")
+        with self._state_lock:
+            expected = self.p["odom_frame"].lstrip("/") or self._odom_topic_frame
+        if not frame or not child or frame == child:
+            return (f"header.frame_id {frame!r} and child_frame_id {child!r} must be distinct and "
+                    "non-empty")
+        if map_frame in (frame, child):
+            return (f"odometry from {frame!r} to {child!r} involves the map frame {map_frame!r}, which "
+                    "this node publishes; odometry must come in an odom frame")
+        if expected and frame != expected:
+            source = "the odom_frame parameter" if self.p["odom_frame"] else "the first accepted message"
+            return f"odometry in frame {frame!r}, but the odometry frame is {expected!r} ({source})"
+        return None
+
     def _on_odometry(self, msg: Odometry) -> None:
-        parent = self.p["odom_frame"] or msg.header.frame_id
+        frame, child = msg.header.frame_id.lstrip("/"), msg.child_frame_id.lstrip("/")
+        topic = self._odom_topic_name
+        reason = self._odometry_frame_problem(frame, child)
+        if reason is not None:
+            self.stats.odometry_message_refused(reason)
+            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
+            return
+        p, o = msg.pose.pose.position, msg.pose.pose.orientation
+        q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
+        if not np.all(np.isfinite([p.x, p.y, p.z])) or not np.all(np.isfinite(q)):
+            reason = "pose is not finite (NaN or inf)"
+        elif abs(float(q @ q) - 1.0) > 0.01:  # what tf2 refuses as a denormalized quaternion
+            reason = f"orientation is not a unit quaternion (norm {np.sqrt(q @ q):.3g})"
+        if reason is not None:
+            self.stats.odometry_message_refused(reason)
+            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
+            return
+        stamp = M.stamp_to_ns(msg.header.stamp)
         try:
-            self.tf_in.add(parent, msg.child_frame_id, M.stamp_to_ns(msg.header.stamp), M.pose_to_matrix(msg.pose.pose))
+            self.tf_in.add(frame, child, stamp, M.pose_to_matrix(msg.pose.pose))
         except ValueError as exc:
-            self.get_logger().warning(f"ignoring odometry message: {exc}", throttle_duration_sec=5.0)
+            self.stats.odometry_message_refused(str(exc))
+            self.get_logger().warning(f"odometry on {topic} refused: {exc}", throttle_duration_sec=5.0)
+            return
+        with self._state_lock:
+            if self._odom_topic_frame is None:
+                self._odom_topic_frame = frame
+            self._odom_last = (frame, child, stamp)
 
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
-        if msg.header.frame_id.lstrip("/") != self.p["map_frame"]:
+        map_frame = self.p["map_frame"].lstrip("/")
+        if msg.header.frame_id.lstrip("/") != map_frame:
             self.get_logger().warning(
-                f"/initialpose is in frame {msg.header.frame_id!r}, not the map frame {self.p['map_frame']!r}: ignored")
+                f"/initialpose is in frame {msg.header.frame_id!r}, not the map frame {map_frame!r}: ignored")
             return
         cov = msg.pose.covariance
         p = msg.pose.pose.position
+        if not np.all(np.isfinite([p.x, p.y, cov[0], cov[7]])):
+            self.get_logger().warning("/initialpose has a NaN or infinite position or x/y covariance: ignored")
+            return
         with self._state_lock:
             self._gate.set(p.x, p.y, cov[0], cov[7], self.p["initial_pose_gate"])
         self._request_reset(clear_gate=False)
@@ -229,7 +282,9 @@ class RelocalizationNode(Node):
             self._path.clear()
             self._latest_tf = None
             self._last_pose = None
-        response.success, response.message = True, "state cleared (window, path, transform, /initialpose gate)"
+            self._odom_topic_frame = None
+        response.success, response.message = True, ("state cleared (window, path, transform, /initialpose gate, "
+                                                     "odom_topic frame)")
         return response
 
     def _srv_load_map(self, request, response):
@@ -293,24 +348,34 @@ class RelocalizationNode(Node):
         camera_frame = self.p["camera_frame"] or msg.header.frame_id or "camera"
         motion = self._relative_motion(camera_frame, stamp_ns) if self.p["mode"] == "sequence" else None
         result = self.engine.localize(image, K, stamp=stamp_ns / NS, relative_motion=motion)
+        if motion is not None:
+            self.stats.relative_motion_used()
         if result.localized:
             with self._state_lock:
                 refusal = self._gate.check(result.pose_c2w)
             if refusal is not None:
                 result.status, result.message = "lost", refusal
+                # The sequence window must not carry on from a pose the gate refused.
+                self.engine.reset()
+                self._prev_odom = None
         self._publish(result, camera_frame, stamp_ns)
         self.stats.frame_done(result.status if result.localized else f"lost: {result.message or 'no pose'}",
                               int(result.num_inliers), float(result.inlier_ratio),
                               (time.perf_counter() - t0) * 1000.0)
 
     def _relative_motion(self, camera_frame: str, stamp_ns: int) -> np.ndarray | None:
-        odom = self.p["odom_frame"]
+        """Camera motion since the previous image from odometry (TF odom_frame, or odom_topic's
+        frame once a message came), or None."""
+        with self._state_lock:
+            odom = self.p["odom_frame"] or self._odom_topic_frame
         if not odom:
             return None
         try:
             T_odom_cam = self.tf_in.lookup(odom, camera_frame, stamp_ns, self.p["tf_lookup_timeout"])
-        except TransformLookupError:
+        except TransformLookupError as exc:
             self._prev_odom = None
+            self.get_logger().warning(f"no {odom} -> {camera_frame} at the image stamp ({exc}); this image is "
+                                      "localized without odometry", throttle_duration_sec=5.0)
             return None
         prev, self._prev_odom = self._prev_odom, T_odom_cam
         return None if prev is None else relative_motion(prev, T_odom_cam)
@@ -372,11 +437,33 @@ class RelocalizationNode(Node):
         v = self.stats.verdict(self.engine.ready, self.engine.map_path or self.p["map_path"], self.p["mode"],
                                self.tf_out.backend, self._slot.replaced, self.p["no_image_timeout"])
         v.values["warmed_up"] = "yes" if self.engine.warm else "no"
+        v.values["odometry"] = self._odometry_summary()
+        with self._state_lock:
+            gate = self._gate
+            v.values["initial_pose_gate"] = (
+                f"refusing poses further than {gate.radius:.2f} m from ({gate.center[0]:.2f}, {gate.center[1]:.2f})"
+                if gate.active else "none")
         status = DiagnosticStatus(level=bytes([v.level]), name=f"{self.get_name()}: relocalization",
                                   message=v.message, hardware_id=self.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=s) for k, s in v.values.items()])
         self.pub_diag.publish(DiagnosticArray(header=M.header("", self.get_clock().now().nanoseconds),
                                               status=[status]))
+
+    def _odometry_summary(self) -> str:
+        """Where odometry comes from and, for odom_topic, how old the last accepted stamp is."""
+        parts = []
+        if self._odom_topic_name:
+            with self._state_lock:
+                last = self._odom_last
+            if last is None:
+                parts.append(f"topic {self._odom_topic_name}: no message yet")
+            else:
+                frame, child, stamp = last
+                age = (self.get_clock().now().nanoseconds - stamp) / NS
+                parts.append(f"topic {self._odom_topic_name}: {frame} -> {child}, last stamp {age:.2f} s old")
+        if self.p["odom_frame"]:
+            parts.append(f"TF {self.p['odom_frame']} -> camera")
+        return "; ".join(parts) or "none"
 
     def shutdown(self) -> None:
         self._slot.close()
