@@ -110,3 +110,47 @@ def pose_matrix(pose) -> np.ndarray:
     from seqace_ros.ros.messages import pose_to_matrix
 
     return pose_to_matrix(pose)
+
+
+def wait_matched(publisher, timeout: float = 10.0) -> bool:
+    """A publisher created after the node came up has been matched by the node's subscription
+    (a message published before that is lost on a volatile topic)."""
+    deadline = time.monotonic() + timeout
+    while publisher.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return publisher.get_subscription_count() >= 1
+
+
+def wait_log(proc, text: str, timeout: float = 5.0) -> bool:
+    """``text`` has appeared in the node process's output."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.log():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def odometry_msg(T: np.ndarray, frame: str, child: str, stamp: int):
+    """nav_msgs/Odometry with pose ``T`` (T_frame_child) at ``stamp`` (ns)."""
+    from nav_msgs.msg import Odometry
+    from seqace_ros.ros.messages import header, matrix_to_pose
+
+    msg = Odometry(header=header(frame, stamp), child_frame_id=child)
+    msg.pose.pose = matrix_to_pose(T)
+    return msg
+
+
+def initial_pose_msg(x: float, y: float, frame: str = "map", variance: float = 0.01, stamp: int = 0):
+    """geometry_msgs/PoseWithCovarianceStamped as RViz's "2D Pose Estimate" sends it."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from seqace_ros.ros.messages import header
+
+    msg = PoseWithCovarianceStamped(header=header(frame, stamp))
+    msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
+    msg.pose.pose.orientation.w = 1.0
+    cov = np.zeros(36)
+    cov[0] = cov[7] = variance
+    cov[35] = 0.07
+    msg.pose.covariance = [float(v) for v in cov]
+    return msg
