@@ -93,6 +93,20 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
+def check_encoder(meta: dict, encoder: dict, what: str = "the map") -> None:
+    """Refuse a map made for another encoder or other weights (``encoder``: its ``describe()``)."""
+    enc = meta.get("encoder", {})
+    if enc.get("name") != encoder.get("name"):
+        raise MapFileError(f"{what} was made for encoder {enc.get('name')!r}, but the relocalizer "
+                           f"uses {encoder.get('name')!r}; rebuild the map or change the "
+                           "encoder setting")
+    if enc.get("weights_sha256") != encoder.get("weights_sha256"):
+        raise MapFileError(
+            f"{what} was made with {enc.get('name')} weights {str(enc.get('weights_sha256'))[:12]}..., "
+            f"the installed weights are {str(encoder.get('weights_sha256'))[:12]}...; "
+            "the map is only valid with the encoder it was trained on: rebuild it")
+
+
 def load_map(path: str | Path, expect_encoder: dict | None = None,
              device: str | torch.device = "cpu") -> SceneMap:
     """Load and validate a map. ``expect_encoder`` (the encoder's ``describe()``) is checked first."""
@@ -101,17 +115,8 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
 
     path = Path(path)
     meta = read_metadata(path)
-    enc = meta.get("encoder", {})
     if expect_encoder is not None:
-        if enc.get("name") != expect_encoder.get("name"):
-            raise MapFileError(f"{path} was made for encoder {enc.get('name')!r}, but the relocalizer "
-                               f"uses {expect_encoder.get('name')!r}; rebuild the map or change the "
-                               "encoder setting")
-        if enc.get("weights_sha256") != expect_encoder.get("weights_sha256"):
-            raise MapFileError(
-                f"{path} was made with {enc.get('name')} weights {str(enc.get('weights_sha256'))[:12]}..., "
-                f"the installed weights are {str(expect_encoder.get('weights_sha256'))[:12]}...; "
-                "the map is only valid with the encoder it was trained on: rebuild it")
+        check_encoder(meta, expect_encoder, str(path))
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

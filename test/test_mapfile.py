@@ -51,6 +51,13 @@ def test_map_for_another_encoder_is_refused(tmp_path):
         load_map(path, expect_encoder={"name": "xfeat", "weights_sha256": "fff"})
 
 
+def test_relocalizer_refuses_a_loaded_map_made_with_other_weights():
+    """A SceneMap built in memory (not through load_map) is checked too, before any use."""
+    from seqace_ros.relocalization import Relocalizer
+    with pytest.raises(MapFileError, match="weights abc123"):
+        Relocalizer(_map(), device="cpu")
+
+
 def test_newer_format_is_refused(tmp_path):
     path = tmp_path / "new.safetensors"
     meta = {"format": "seqace_ros.map", "format_version": FORMAT_VERSION + 1}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
-from ..mapfile import SceneMap, load_map
+from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
 
@@ -82,11 +82,8 @@ class Relocalizer:
         self.encoder = encoder or build_encoder(scene_map.encoder_name, device=self.device,
                                                 image_height=height,
                                                 precision=self.config.encoder_precision)
-        # Refuse a map made with other weights before it is used.
-        if enc_meta.get("weights_sha256") not in (None, self.encoder.weights_sha256):
-            from ..mapfile import MapFileError
-            raise MapFileError("the map was made with different encoder weights "
-                               f"({str(enc_meta.get('weights_sha256'))[:12]}...); rebuild it")
+        # Refuse a map made for another encoder or with other weights before it is used.
+        check_encoder(scene_map.metadata, self.encoder.describe())
         self.map = scene_map
         self.head = scene_map.head.to(self.device).eval()
         self.amp = autocast_dtype(self.config.precision, self.device)
