@@ -212,6 +212,28 @@ def test_pnp_covariance_matches_monte_carlo_spread():
     assert pose_covariance(uv[:3], X[:3], K, T) is None  # too few points
 
 
+def test_pnp_from_a_prediction_several_pixels_off_still_converges():
+    """A prediction that explains the points only within the RANSAC threshold (the last frame's
+    pose, ~7 px off) must not be refined at the tight threshold straight away: that kept a handful
+    of points and failed."""
+    rng = np.random.default_rng(11)
+    T = camera(0.1, -0.05, 2.0, yaw_deg=5, pitch_deg=4)
+    uv = np.c_[rng.uniform(0, W, 400), rng.uniform(0, H, 400)]
+    X = backproject(T, uv)
+    X[:, 2] += rng.uniform(-0.4, 0.4, 400)
+    Tw2c = invert_pose(T)
+    Xc = X @ Tw2c[:3, :3].T + Tw2c[:3, 3]
+    uv = Xc[:, :2] / Xc[:, 2:] @ K[:2, :2].T + K[:2, 2] + rng.normal(0, 0.5, (400, 2))
+    guess = T.copy()
+    guess[:3, 3] += [0.024, 0.0, 0.0]  # 2.4 cm at ~2 m and f = 500: ~6 px
+    from seqace_ros.relocalization.pnp import reprojection_errors
+    err = reprojection_errors(uv, X, K, guess)
+    assert (err < 4.0).sum() < 20 and (err < 8.0).mean() > 0.5  # the case that failed
+    r = solve_pnp(uv, X, K, initial_pose_c2w=guess)
+    assert r.pose_c2w is not None and r.num_inliers > 350
+    assert pose_errors(r.pose_c2w, T)[0] < 0.003
+
+
 # --- the tracker -------------------------------------------------------------------------------
 
 def smooth_path(n, step=0.01, yaw_step=0.3):
