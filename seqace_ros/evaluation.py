@@ -22,7 +22,8 @@ RECALL_THRESHOLDS: dict[str, tuple[float, float]] = {
     "2cm_2deg": (0.02, 2.0),
     "1cm_1deg": (0.01, 1.0),
 }
-TIMING_STAGES = ("encoder", "head", "ransac", "total")
+# sequence_overhead: what sequence mode adds per frame on top of the single-frame work
+TIMING_STAGES = ("encoder", "head", "ransac", "sequence_overhead", "total")
 
 
 @dataclass

@@ -249,7 +249,7 @@ def test_landmarks_track_known_motion_and_fuse():
     results = run(seq, stub, poses)
     assert results[0].message.endswith("single-frame only")
     for r, T in zip(results[1:], poses[1:]):
-        assert r.status == LOCALIZED and "fused (covariance-weighted," in r.message, r.message
+        assert r.status == LOCALIZED and "fused (multi-frame RANSAC," in r.message, r.message
         t_err, r_err = pose_errors(r.pose_c2w, T)
         assert t_err < 0.01 and r_err < 0.3
         assert r.covariance.shape == (6, 6)
@@ -313,14 +313,84 @@ def test_landmark_points_average_repeated_predictions():
     assert errors[1.5] < 0.5 * errors[0.0]
 
 
+class RecordingStub(Stub):
+    """A Stub that keeps its last answer (the single-frame pose the sequence mode saw)."""
+
+    def __call__(self, image, K_in):
+        self.last = super().__call__(image, K_in)
+        return self.last
+
+
+def test_joint_estimate_beats_the_current_and_the_previous_frame_alone():
+    """Two frames with independent correspondence noise: the multi-frame RANSAC over both (the
+    previous frame's inliers moved by the measured relative motion) is more accurate than the
+    current single-frame pose and than the previous one moved by the true motion."""
+    stub = RecordingStub(n_points=100, sigma_px=1.0, sigma_m=0.005, seed=7)
+    seq = SequenceRelocalizer(stub, SequenceConfig(multi_frames=2))
+    e_joint, e_single, e_prev = [], [], []
+    for k in range(24):
+        T0 = camera(-0.3 + 0.025 * k, 0.05 * np.sin(k), 2.0, yaw_deg=k, pitch_deg=5)
+        T1 = camera(-0.29 + 0.025 * k, 0.05 * np.sin(k) + 0.004, 2.01, yaw_deg=k + 0.3, pitch_deg=5)
+        seq.reset()
+        r0 = run(seq, stub, [T0])[0]
+        obs0 = stub.last
+        r1 = run(seq, stub, [T1])[0]
+        if not (obs0.localized and stub.last.localized):
+            continue  # the stub's own PnP failed on this draw
+        assert r0.message == "single-frame only"
+        assert "fused (multi-frame RANSAC, 2 frames" in r1.message, r1.message
+        e_joint.append(pose_errors(r1.pose_c2w, T1)[0])
+        e_single.append(pose_errors(stub.last.pose_c2w, T1)[0])
+        e_prev.append(pose_errors(obs0.pose_c2w @ invert_pose(T0) @ T1, T1)[0])
+    assert len(e_joint) >= 16
+    assert np.mean(e_joint) < 0.85 * np.mean(e_single)
+    assert np.mean(e_joint) < 0.85 * np.mean(e_prev)
+
+
+def test_relative_motion_is_measured_from_the_tracked_landmarks():
+    stub = Stub()
+    seq = SequenceRelocalizer(stub, SequenceConfig(multi_frames=3))
+    poses = smooth_path(3)
+    results = run(seq, stub, poses)
+    assert "fused (multi-frame RANSAC, 3 frames" in results[-1].message
+    # the previous frame's correspondences were moved into the last camera by the measured motion
+    prev, last = seq._state.history
+    assert np.array_equal(last.T_cur_from_frame, np.eye(4))
+    true = invert_pose(poses[-1]) @ poses[-2]
+    t_err, r_err = pose_errors(invert_pose(prev.T_cur_from_frame), invert_pose(true))
+    assert t_err < 0.002 and r_err < 0.05
+
+
+def test_odometry_carries_earlier_frames_when_images_cannot_be_tracked():
+    """Frames of pure noise: nothing can be tracked, so without odometry every frame stands alone;
+    with odometry the earlier frames' correspondences still join the multi-frame RANSAC."""
+    poses = smooth_path(6)
+    rng = np.random.default_rng(8)
+    noise = [rng.integers(0, 255, (H, W), dtype=np.uint8) for _ in poses]
+    for odometry in (False, True):
+        stub = Stub(seed=9)
+        seq = SequenceRelocalizer(stub)
+        out = []
+        for i, T in enumerate(poses):
+            stub.truth = T
+            rel = invert_pose(T) @ poses[i - 1] if odometry and i else None
+            out.append(seq.localize(noise[i], K, relative_motion=rel))
+        for r, T in zip(out[1:], poses[1:]):
+            assert r.status == LOCALIZED and pose_errors(r.pose_c2w, T)[0] < 0.01
+            if odometry:
+                assert "fused (multi-frame RANSAC, 2 frames" in r.message, r.message
+            else:
+                assert r.message.endswith("single-frame only"), r.message
+
+
 def test_reset_clears_everything():
     stub = Stub()
     seq = SequenceRelocalizer(stub)
     poses = smooth_path(4)
     run(seq, stub, poses, stamps=[0.0, 0.03, 0.06, 0.09])
-    assert seq.num_landmarks > 0
+    assert seq.num_landmarks > 0 and seq.num_history_frames > 0
     seq.reset()
-    assert seq.num_landmarks == 0
+    assert seq.num_landmarks == 0 and seq.num_history_frames == 0
     # the next frame elsewhere is localized by the single-frame path alone: no tracking leaked
     far = camera(1.0, 0.8, 2.2, yaw_deg=40)
     r = run(seq, stub, [far], stamps=[0.12])[0]
@@ -359,7 +429,7 @@ def test_odometry_prediction_carries_tracking_through_fast_motion():
     results = {}
     for odometry in (False, True):
         stub = Stub(seed=6)
-        seq = SequenceRelocalizer(stub, SequenceConfig(klt_levels=2))  # small search range
+        seq = SequenceRelocalizer(stub, SequenceConfig(klt_levels=1))  # small search range
         stub.truth = poses[0]
         seq.localize(render(poses[0]), K)
         out = []
@@ -484,8 +554,8 @@ def test_bad_input_is_refused_clearly():
         SequenceRelocalizer(lambda im, k: (np.eye(4), 10)).localize(np.zeros((H, W), np.uint8), K)
     with pytest.raises(TypeError, match="callable"):
         SequenceRelocalizer(None)
-    with pytest.raises(ValueError, match="fusion"):
-        SequenceConfig(fusion="mean")
+    with pytest.raises(ValueError, match="multi_frames"):
+        SequenceConfig(multi_frames=0)
 
 
 # --- recording boundaries ----------------------------------------------------------------------

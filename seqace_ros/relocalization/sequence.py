@@ -1,49 +1,57 @@
-"""Sequence relocalization: a single-frame pose fused with a pose from tracked landmarks.
+"""Sequence relocalization: one joint pose from the current and the last few frames' correspondences.
 
-SeqACE's sequence mode (METHOD.md section 3), with these changes:
-- poses are fused on SE(3) with covariance (or inlier-count) weights, not by blending rotation
-  vectors; two poses that disagree are never averaged: the one that explains more of all the
-  correspondences (landmarks and single-frame points) wins, and an unclear case is reported lost;
-- known relative motion (odometry) predicts the pose, seeds the optical flow, and gates landmarks
+SeqACE's sequence mode (METHOD.md section 3) tracks landmarks with optical flow, solves a second
+pose from them and blends it with the single-frame pose. Here, instead:
+
+- the tracked landmarks give the *relative motion* between the previous and the current camera
+  (visual odometry: the landmarks' previous pixels, back-projected at their depth in the previous
+  camera, against their tracked pixels; their scene-coordinate errors cancel out), or the caller's
+  odometry gives it (``relative_motion``);
+- the inlier correspondences of the last ``multi_frames - 1`` frames are carried along with their
+  relative pose to the current camera, and ONE native multi-frame RANSAC + refinement
+  (``seqace_ros.ransac.estimate_pose_multi``) solves the current pose from them together with the
+  current frame's correspondences;
+- two poses that disagree are never averaged: the one that explains more of all the current
+  correspondences (tracked landmarks and single-frame points) wins, and an unclear case is
+  reported lost; known relative motion (odometry) also seeds the optical flow and gates landmarks
   and the single-frame pose;
 - a clean reset on a time gap, a change of image size or camera, lost tracking, or ``reset()``:
-  no landmark, image or pose survives it;
-- the landmark positions move to the current image whenever tracking succeeds, so the optical flow
-  always spans one frame;
-- a landmark's 3D point is the running mean of the scene coordinates predicted for it in the
-  frames where its keypoint is re-detected, not one frame's prediction.
+  no landmark, image, pose or earlier frame survives it.
+
+What that gains on real data is small: on 7-Scenes redkitchen single-frame errors are strongly
+correlated from frame to frame (the map's error for a view changes slowly), so a few frames'
+correspondences carry little independent information; see benchmarks/sequence_redkitchen.py.
 
 The single-frame localizer is injected (``Relocalizer.localize`` in the application), so the
-tracker can be tested on synthetic geometry. PnP on the landmarks goes through ``solve_pnp``,
-replaceable by the native RANSAC.
+tracker can be tested on synthetic geometry.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import cv2
 import numpy as np
 
+from .. import ransac
 from ..geometry import invert_pose, pose_errors, rigidity_error
 from .landmarks import Landmarks, associate, disc_nms, track_klt
-from .pnp import PnPResult, project, reprojection_errors, solve_pnp
-from .pose_fusion import count_covariance, fuse_poses, valid_covariance
+from .pnp import project, reprojection_errors
 from .result import LOCALIZED, LOST, RelocResult
 
 SingleFrameLocalize = Callable[[np.ndarray, np.ndarray], RelocResult]
-PnPSolver = Callable[..., PnPResult]
 
 
 @dataclass(frozen=True)
 class SequenceConfig:
     # Optical flow. SeqACE: 21x21 window, 3 levels, 10 iterations / eps 0.03 on 480 px high images.
     # With the forward-backward check that costs ~11 ms of CPU for 500 points at 640x480; the same
-    # physical window (11x11) on a half-size image costs ~3.3 ms and moves the tracks by 0.15 px
-    # median (measured on redkitchen), far below the scene-coordinate noise. Set
-    # tracking_max_height=480, klt_window=21 for SeqACE's exact setting.
+    # physical window (11x11) on a half-size image costs ~3.3 ms. On redkitchen the relative motion
+    # and the final recall were the same at 240 and 480 px. Set tracking_max_height=480,
+    # klt_window=21 for SeqACE's exact setting.
     klt_window: int = 11
     klt_levels: int = 3
     klt_iterations: int = 10
@@ -52,23 +60,34 @@ class SequenceConfig:
     tracking_max_height: int = 240  # images are tracked at most this high
     # poses (SeqACE: >= 20 inliers to accept, > 50 single-frame inliers to add landmarks)
     min_inliers: int = 20
-    ransac_threshold_px: float = 8.0
-    refine_threshold_px: float = 4.0
     min_update_inliers: int = 50
+    # Relative motion from the tracked landmarks (when no odometry is given): RANSAC + Huber
+    # refinement at this threshold on the landmarks back-projected into the previous camera.
+    motion_threshold_px: float = 2.0
+    # The joint estimate: native multi-frame RANSAC over the current frame's correspondences and
+    # the inliers of the last multi_frames - 1 frames (at most history_points each), with the
+    # relative poses from visual or given odometry. joint_landmarks adds the tracked landmarks as
+    # one more view. Thresholds as in the single-frame RANSAC (RelocConfig): 10 px, Huber 2 px.
+    multi_frames: int = 2
+    history_points: int = 400
+    joint_landmarks: bool = False
+    inlier_threshold_px: float = 10.0
+    refine_threshold_px: float = 10.0
+    loss_scale_px: float = 2.0
+    ransac_max_iterations: int = 1000
+    ransac_time_budget_ms: float = 20.0
     # landmark update (SeqACE: 4 px reprojection gate, 5 px disc NMS, ~500 landmarks)
     update_reprojection_px: float = 4.0
     nms_radius_px: float = 5.0
     max_landmarks: int = 500
     # A landmark's 3D point is the running mean of the scene coordinates predicted for it (the
-    # single-frame point re-detected within associate_px of it), over at most max_average frames:
-    # one frame's prediction errors are correlated, several frames' much less. 0 disables.
+    # single-frame point re-detected within associate_px of it), over at most max_average frames.
+    # 0 disables. (Maps that regress cell centres rarely re-detect a tracked point within 1.5 px,
+    # so on redkitchen this almost never fires.)
     associate_px: float = 1.5
     max_average: int = 20
-    # Fusion and gates. "auto": covariances when both poses have one, else inlier counts. On
-    # redkitchen (a quick CPU map) both covariances were 4-10x optimistic, the tracking one more so,
-    # and "inliers" scored within noise of "auto" (+2/+3 points at 5/2 cm, -1.8 at 1 cm).
-    fusion: str = "auto"
-    gate_translation_m: float = 0.10  # poses further apart than this are not averaged
+    # gates
+    gate_translation_m: float = 0.10  # poses further apart than this are not combined
     gate_rotation_deg: float = 5.0
     support_threshold_px: float = 4.0  # inlier radius when two disagreeing poses are compared
     min_support_ratio: float = 1.25  # the winner needs this much more support, else "lost"
@@ -79,23 +98,51 @@ class SequenceConfig:
     max_time_gap_s: float = 0.5  # a larger gap between stamps (or time going back) resets
 
     def __post_init__(self) -> None:
-        if self.fusion not in ("auto", "covariance", "inliers"):
-            raise ValueError(f"SequenceConfig.fusion={self.fusion!r}; choose 'auto', 'covariance' "
-                             "or 'inliers'")
         if self.klt_window < 3 or self.klt_window % 2 == 0:
             raise ValueError(f"SequenceConfig.klt_window={self.klt_window}: use an odd size >= 3")
         if self.klt_levels < 1:
             raise ValueError(f"SequenceConfig.klt_levels={self.klt_levels}: need at least 1 level")
         if self.min_inliers < 4:
             raise ValueError(f"SequenceConfig.min_inliers={self.min_inliers}: PnP needs at least 4")
-        for name in ("max_fb_error_px", "ransac_threshold_px", "refine_threshold_px",
-                     "update_reprojection_px", "nms_radius_px", "gate_translation_m",
-                     "gate_rotation_deg", "support_threshold_px", "odometry_gate_px",
-                     "max_time_gap_s", "tracking_max_height"):
+        if self.multi_frames < 1:
+            raise ValueError(f"SequenceConfig.multi_frames={self.multi_frames}: need at least 1 "
+                             "(the current frame)")
+        if self.history_points < 4:
+            raise ValueError(f"SequenceConfig.history_points={self.history_points}: need at least 4")
+        if self.ransac_max_iterations < 1:
+            raise ValueError("SequenceConfig.ransac_max_iterations must be >= 1")
+        for name in ("max_fb_error_px", "motion_threshold_px", "inlier_threshold_px",
+                     "refine_threshold_px", "loss_scale_px", "update_reprojection_px",
+                     "nms_radius_px", "gate_translation_m", "gate_rotation_deg",
+                     "support_threshold_px", "odometry_gate_px", "max_time_gap_s",
+                     "tracking_max_height"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SequenceConfig.{name} must be positive, got {getattr(self, name)}")
         if self.min_support_ratio < 1:
             raise ValueError("SequenceConfig.min_support_ratio must be >= 1")
+
+
+@dataclass
+class _Frame:
+    """An earlier frame's inlier correspondences and its pose relative to the current camera."""
+
+    points2d: np.ndarray  # (n, 2) float64, that frame's pixels
+    points3d: np.ndarray  # (n, 3) float64, map frame
+    K: np.ndarray
+    T_cur_from_frame: np.ndarray  # 4x4, that camera -> the current camera
+
+
+@dataclass
+class _Estimate:
+    """A pose with the inlier masks over the correspondences it was solved from."""
+
+    pose_c2w: np.ndarray | None
+    covariance: np.ndarray | None = None
+    num_inliers: int = 0
+    obs_inliers: np.ndarray | None = None  # mask over the single-frame points (None: not used)
+    lm_inliers: np.ndarray | None = None  # mask over the tracked landmarks (None: not used)
+    reprojection_error_px: float | None = None
+    message: str = ""
 
 
 @dataclass
@@ -109,34 +156,39 @@ class _State:
     pose_c2w: np.ndarray | None = None  # last reported pose
     stamp: float | None = None
     disagreements: int = 0
+    history: deque = field(default_factory=deque)  # _Frame, newest last
 
 
 class SequenceRelocalizer:
     """Relocalize the frames of a video one by one, using the frames before them.
 
     ``single_frame_localize(image, K) -> RelocResult`` gives the per-frame pose; its result must
-    carry ``points2d``/``points3d``/``inliers`` for landmarks to be created.
+    carry ``points2d``/``points3d``/``inliers`` for landmarks and the joint estimate.
     """
 
     def __init__(self, single_frame_localize: SingleFrameLocalize,
-                 config: SequenceConfig = SequenceConfig(), pnp_solver: PnPSolver = solve_pnp):
+                 config: SequenceConfig = SequenceConfig()):
         if not callable(single_frame_localize):
             raise TypeError("single_frame_localize must be callable as f(image, K) -> RelocResult, e.g. "
                             "Relocalizer(...).localize")
         self.single_frame_localize = single_frame_localize
         self.config = config
-        self.pnp_solver = pnp_solver
         self._state = _State()
 
     # -- public API -----------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget all landmarks, images, poses and stamps (start of a new sequence)."""
+        """Forget all landmarks, earlier frames, images, poses and stamps (start of a new sequence)."""
         self._state = _State()
 
     @property
     def num_landmarks(self) -> int:
         return len(self._state.landmarks)
+
+    @property
+    def num_history_frames(self) -> int:
+        """Earlier frames whose correspondences take part in the next joint estimate."""
+        return len(self._state.history)
 
     @property
     def landmarks(self) -> Landmarks:
@@ -150,7 +202,8 @@ class SequenceRelocalizer:
         ``stamp``: capture time in seconds; a gap above ``max_time_gap_s`` (or time going back)
         starts a new sequence. ``relative_motion``: 4x4 rigid transform from the previous camera
         frame to this one (X_current = relative_motion @ X_previous, i.e.
-        inv(T_c2w_current) @ T_c2w_previous), e.g. from wheel odometry; optional.
+        inv(T_c2w_current) @ T_c2w_previous), e.g. from wheel odometry; optional. Without it the
+        relative motion is measured from the tracked landmarks.
         """
         t_start = time.perf_counter()
         gray, K = self._check_input(image, K)
@@ -168,26 +221,36 @@ class SequenceRelocalizer:
         scale = min(1.0, self.config.tracking_max_height / gray.shape[0])
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale,
                                                      interpolation=cv2.INTER_AREA)
-        predicted = None
-        if rel is not None and st.pose_c2w is not None:
-            predicted = st.pose_c2w @ invert_pose(rel)
-        tracked, track_note = self._track(small, scale, K, predicted)
+        odometry = rel is not None and st.pose_c2w is not None
+        predicted = st.pose_c2w @ invert_pose(rel) if odometry else None
+        tracked, prev_xy, track_note = self._track(small, scale, K, predicted)
         t_track = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        track_pose = self._pose_from_landmarks(tracked, K, predicted)
-        t_pnp = time.perf_counter() - t0
+        motion_note = ""
+        vo_inliers = None
+        if not odometry:
+            rel, vo_inliers, motion_note = self._visual_motion(tracked, prev_xy, K)
+            if rel is not None:
+                predicted = st.pose_c2w @ invert_pose(rel)
+        self._carry_history(rel)
+        t_motion = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        result, path = self._decide(obs, track_pose, tracked, K, predicted, notes + track_note)
-        self._update(result, path, obs, track_pose, tracked, K, small, stamp, gray.shape)
+        result, path, est = self._decide(obs, tracked, vo_inliers, K, predicted, odometry,
+                                         notes + track_note + motion_note)
+        t_multi = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self._update(result, path, obs, est, tracked, K, small, stamp, gray.shape)
         t_update = time.perf_counter() - t0
 
         total = time.perf_counter() - t_start
         timing = {k: v for k, v in obs.timing_ms.items() if k != "total"}
-        timing.update(single_frame=1000 * t_single, tracking=1000 * t_track, tracking_pnp=1000 * t_pnp,
-                      fusion_update=1000 * t_update, sequence_overhead=1000 * (total - t_single),
-                      total=1000 * total)
+        timing.update(single_frame=1000 * t_single, tracking=1000 * t_track,
+                      tracking_pnp=1000 * t_motion, multi_frame=1000 * t_multi,
+                      fusion_update=1000 * (t_multi + t_update),
+                      sequence_overhead=1000 * (total - t_single), total=1000 * total)
         result.timing_ms = timing
         return result
 
@@ -243,15 +306,16 @@ class SequenceRelocalizer:
             return f"reset ({why}); "
         return ""
 
-    # -- tracking ------------------------------------------------------------------------------
+    # -- tracking and relative motion ------------------------------------------------------------
 
     def _track(self, small: np.ndarray, scale: float, K: np.ndarray, predicted: np.ndarray | None
-               ) -> tuple[Landmarks, str]:
-        """Landmarks moved into the current image (only those that tracked well)."""
+               ) -> tuple[Landmarks, np.ndarray, str]:
+        """Landmarks moved into the current image (only those that tracked well), and their
+        positions in the previous image."""
         st, cfg = self._state, self.config
         lm = st.landmarks
         if len(lm) == 0 or st.track_image is None:
-            return Landmarks.empty(), ""
+            return Landmarks.empty(), np.zeros((0, 2), np.float32), ""
         guess = None
         if predicted is not None:
             uv, front = project(lm.xyz, K, predicted)
@@ -268,20 +332,92 @@ class SequenceRelocalizer:
             ok &= near
         out = lm.subset(ok)
         out.xy = xy[ok].astype(np.float32)
-        return out, note
+        return out, lm.xy[ok].astype(np.float32), note
 
-    def _pose_from_landmarks(self, tracked: Landmarks, K: np.ndarray, predicted: np.ndarray | None
-                             ) -> PnPResult:
-        """PnP on the tracked landmarks, seeded with the predicted pose or (no odometry) the last
-        one: at video rate the last pose usually explains most tracks, and RANSAC is skipped."""
-        cfg = self.config
-        guess = predicted if predicted is not None else self._state.pose_c2w
-        if len(tracked) < cfg.min_inliers:
-            return PnPResult(None, np.zeros(len(tracked), bool),
-                             message=f"{len(tracked)} landmarks tracked")
-        return self.pnp_solver(tracked.xy, tracked.xyz, K, ransac_threshold_px=cfg.ransac_threshold_px,
-                               refine_threshold_px=cfg.refine_threshold_px,
-                               min_inliers=cfg.min_inliers, initial_pose_c2w=guess)
+    def _visual_motion(self, tracked: Landmarks, prev_xy: np.ndarray, K: np.ndarray
+                       ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """Relative motion previous camera -> current camera from the tracked landmarks, or None.
+
+        Each landmark is back-projected through its previous pixel at its depth in the previous
+        camera (from its 3D point and the previous pose): those points fit the previous image
+        exactly, so the scene-coordinate errors drop out and only depth errors remain, which
+        matter little for the small motion between frames.
+        """
+        st, cfg = self._state, self.config
+        if st.pose_c2w is None or len(tracked) < max(cfg.min_inliers, 6):
+            return None, None, (f"no relative motion ({len(tracked)} landmarks tracked); "
+                                if len(st.landmarks) else "")
+        T_w2p = invert_pose(st.pose_c2w)
+        z = tracked.xyz @ T_w2p[2, :3] + T_w2p[2, 3]
+        front = z > 1e-3
+        rays = np.c_[prev_xy.astype(np.float64), np.ones(len(prev_xy))] @ np.linalg.inv(K).T
+        X_prev = rays * np.where(front, z, 1.0)[:, None]
+        X_prev[~front] = np.nan  # ignored by the native RANSAC
+        res = ransac.estimate_pose(
+            tracked.xy, X_prev, K, inlier_threshold_px=cfg.motion_threshold_px,
+            refine_threshold_px=cfg.motion_threshold_px, loss_scale_px=0.25 * cfg.motion_threshold_px,
+            min_inliers=cfg.min_inliers, num_threads=1, seed=0,
+            max_iterations=cfg.ransac_max_iterations, time_budget_ms=cfg.ransac_time_budget_ms)
+        inl = np.asarray(res.inliers, bool)
+        if not res.success:
+            return None, None, f"no relative motion ({res.message}); "
+        # estimate_pose's "world" is the previous camera: T_c2w maps current -> previous camera
+        return invert_pose(np.asarray(res.T_c2w)), inl, ""
+
+    def _carry_history(self, rel: np.ndarray | None) -> None:
+        """Move the earlier frames' relative poses to the current camera (or drop them)."""
+        st = self._state
+        if rel is None:
+            st.history.clear()
+            return
+        for f in st.history:
+            f.T_cur_from_frame = rel @ f.T_cur_from_frame
+
+    # -- estimates ------------------------------------------------------------------------------
+
+    def _solve(self, obs: RelocResult | None, tracked: Landmarks, K: np.ndarray,
+               use_landmarks: bool) -> _Estimate:
+        """Native multi-frame RANSAC over (the current frame's correspondences,) the earlier frames'
+        inliers (and the tracked landmarks, already in the current image)."""
+        cfg, st = self.config, self._state
+        views, kinds = [], []
+        if obs is not None and len(obs.points2d):
+            views.append((np.asarray(obs.points2d, np.float64).reshape(-1, 2),
+                          np.asarray(obs.points3d, np.float64).reshape(-1, 3), K, np.eye(4)))
+            kinds.append("obs")
+        for f in reversed(st.history):
+            views.append((f.points2d, f.points3d, f.K, f.T_cur_from_frame))
+            kinds.append("frame")
+        if use_landmarks and len(tracked):
+            views.append((tracked.xy.astype(np.float64), tracked.xyz, K, np.eye(4)))
+            kinds.append("landmarks")
+        if not views or sum(len(v[0]) for v in views) < cfg.min_inliers:
+            return _Estimate(None, message="too few correspondences for the joint estimate")
+        res = ransac.estimate_pose_multi(
+            views, inlier_threshold_px=cfg.inlier_threshold_px,
+            refine_threshold_px=cfg.refine_threshold_px, loss_scale_px=cfg.loss_scale_px,
+            min_inliers=cfg.min_inliers, num_threads=1, seed=0,
+            max_iterations=cfg.ransac_max_iterations, time_budget_ms=cfg.ransac_time_budget_ms)
+        masks = [np.asarray(m, bool) for m in res.inliers_per_frame]
+        est = _Estimate(np.asarray(res.T_c2w) if res.success else None,
+                        np.asarray(res.covariance) if res.success else None, int(res.num_inliers),
+                        reprojection_error_px=float(res.reprojection_error_px) if res.success else None,
+                        message=f"{len(views)} views, {int(res.num_inliers)} inliers")
+        if "obs" in kinds:
+            est.obs_inliers = masks[kinds.index("obs")]
+        if "landmarks" in kinds:
+            est.lm_inliers = masks[kinds.index("landmarks")]
+        if not res.success:
+            est.message = f"joint estimate failed ({res.message})"
+        return est
+
+    def _sequence_estimate(self, tracked: Landmarks, K: np.ndarray) -> _Estimate:
+        """The pose from earlier frames alone (their correspondences moved by the relative motion,
+        and the tracked landmarks): used when the single-frame pose is missing or rejected."""
+        est = self._solve(None, tracked, K, use_landmarks=True)
+        if est.pose_c2w is not None and est.lm_inliers is None:
+            est.lm_inliers = np.zeros(len(tracked), bool)
+        return est
 
     # -- decision ------------------------------------------------------------------------------
 
@@ -305,101 +441,106 @@ class SequenceRelocalizer:
         bad = dt > self.config.gate_translation_m or dr > self.config.gate_rotation_deg
         return bad, f"{dt * 100:.1f} cm / {dr:.1f} deg"
 
-    def _decide(self, obs: RelocResult, trk: PnPResult, tracked: Landmarks, K: np.ndarray,
-                predicted: np.ndarray | None, notes: str) -> tuple[RelocResult, str]:
-        """Choose or fuse the poses: (result, path) with path one of "fused", "tracking",
-        "single", "restart" (single-frame pose, landmarks dropped) or "lost"."""
-        st = self._state
+    def _decide(self, obs: RelocResult, tracked: Landmarks, vo_inliers: np.ndarray | None,
+                K: np.ndarray, predicted: np.ndarray | None, odometry: bool, notes: str
+                ) -> tuple[RelocResult, str, _Estimate | None]:
+        """(result, path, estimate) with path one of "fused" (joint estimate), "tracking" (earlier
+        frames alone), "single", "restart" (single-frame pose, landmarks dropped) or "lost"."""
+        st, cfg = self._state, self.config
         obs_ok = self._observation_usable(obs)
-        trk_ok = trk.pose_c2w is not None
         if obs_ok and predicted is not None:
             bad, by = self._disagree(obs.pose_c2w, predicted)
-            if bad:
+            if bad and odometry:
                 obs_ok = False
                 notes += f"single-frame pose rejected: {by} from the odometry prediction; "
-        if not trk_ok and len(tracked):
-            notes += f"tracking failed ({trk.message}); "
-
-        if obs_ok and trk_ok:
-            bad, by = self._disagree(obs.pose_c2w, trk.pose_c2w)
-            if bad:
-                return self._resolve_disagreement(obs, trk, tracked, K, notes + f"poses disagree by {by}; ")
+            elif bad:
+                return self._resolve_disagreement(obs, tracked, vo_inliers, K, predicted,
+                                                  notes + f"poses disagree by {by}; ")
+        if obs_ok and predicted is not None:
             st.disagreements = 0
-            return self._fused(obs, trk, tracked, K, notes), "fused"
-        if trk_ok:
-            return self._make("tracking", trk.pose_c2w, trk.covariance, trk.num_inliers, len(tracked),
-                              obs, trk, tracked, notes + "tracking only"), "tracking"
+            est = self._solve(obs, tracked, K, use_landmarks=cfg.joint_landmarks)
+            # the joint pose explains the most correspondences of all views; it is kept when it
+            # stays near the single-frame pose or near the prediction
+            if est.pose_c2w is not None and not (self._disagree(est.pose_c2w, obs.pose_c2w)[0]
+                                                 and self._disagree(est.pose_c2w, predicted)[0]):
+                n_frames = 1 + len(st.history)
+                return self._make("fused", est, obs, tracked, notes + (
+                    f"fused (multi-frame RANSAC, {n_frames} frames"
+                    f"{' + landmarks' if cfg.joint_landmarks else ''}, {est.num_inliers} inliers)")), \
+                    "fused", est
+            notes += (f"{est.message}; " if est.pose_c2w is None else
+                      "joint estimate far from both the single-frame and the predicted pose; ")
+            return self._single(obs, tracked, notes + "single-frame only"), "single", None
+        if predicted is not None:
+            est = self._sequence_estimate(tracked, K)
+            if est.pose_c2w is not None:
+                return self._make("tracking", est, obs, tracked, notes + "tracking only"), \
+                    "tracking", est
+            notes += f"tracking failed ({est.message}); "
+        elif len(tracked):
+            notes += "tracking failed (no relative motion); "
         if obs_ok:
-            return self._make("single", obs.pose_c2w, obs.covariance, obs.num_inliers,
-                              len(obs.points2d), obs, trk, tracked,
-                              notes + "single-frame only"), "single"
+            return self._single(obs, tracked, notes + "single-frame only"), "single", None
         why = obs.message or f"single-frame {obs.status} with {obs.num_inliers} inliers"
         return RelocResult(LOST, message=notes + f"lost: no trustworthy pose ({why})",
-                           points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), "lost"
+                           points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), \
+            "lost", None
 
-    def _resolve_disagreement(self, obs: RelocResult, trk: PnPResult, tracked: Landmarks,
-                              K: np.ndarray, notes: str) -> tuple[RelocResult, str]:
+    def _resolve_disagreement(self, obs: RelocResult, tracked: Landmarks,
+                              vo_inliers: np.ndarray | None, K: np.ndarray, predicted: np.ndarray,
+                              notes: str) -> tuple[RelocResult, str, _Estimate | None]:
         cfg, st = self.config, self._state
         s_obs = self._support(obs.pose_c2w, tracked, obs, K)
-        s_trk = self._support(trk.pose_c2w, tracked, obs, K)
-        notes += f"support single-frame {s_obs} vs tracking {s_trk}; "
+        s_seq = self._support(predicted, tracked, obs, K)
+        notes += f"support single-frame {s_obs} vs tracking {s_seq}; "
         confident_obs = obs.num_inliers > cfg.min_update_inliers
-        if s_trk >= cfg.min_support_ratio * max(s_obs, 1):
+        if s_seq >= cfg.min_support_ratio * max(s_obs, 1):
             st.disagreements = st.disagreements + 1 if confident_obs else 0
             if st.disagreements >= cfg.max_disagreements:
                 # the landmarks may be consistently wrong: start over from the single-frame pose
-                return self._make("restart", obs.pose_c2w, obs.covariance, obs.num_inliers,
-                                  len(obs.points2d), obs, trk, tracked,
-                                  notes + f"{st.disagreements} disagreements in a row: landmarks "
-                                          "dropped, single-frame pose"), "restart"
-            return self._make("tracking", trk.pose_c2w, trk.covariance, trk.num_inliers, len(tracked),
-                              obs, trk, tracked,
-                              notes + "single-frame pose rejected, tracking pose"), "tracking"
-        if s_obs >= cfg.min_support_ratio * max(s_trk, 1):
-            return self._make("restart", obs.pose_c2w, obs.covariance, obs.num_inliers,
-                              len(obs.points2d), obs, trk, tracked,
-                              notes + "tracking pose rejected, landmarks dropped"), "restart"
+                return self._single(obs, tracked, notes + f"{st.disagreements} disagreements in a "
+                                    "row: landmarks dropped, single-frame pose"), "restart", None
+            est = self._sequence_estimate(tracked, K)
+            if est.pose_c2w is not None and not self._disagree(est.pose_c2w, predicted)[0]:
+                return self._make("tracking", est, obs, tracked,
+                                  notes + "single-frame pose rejected, tracking pose"), "tracking", est
+            return RelocResult(LOST, message=notes + "lost: single-frame pose rejected, tracking "
+                               f"failed ({est.message})", points2d=obs.points2d,
+                               points3d=obs.points3d, inliers=obs.inliers), "lost", None
+        if s_obs >= cfg.min_support_ratio * max(s_seq, 1):
+            return self._single(obs, tracked, notes + "tracking pose rejected, landmarks dropped"), \
+                "restart", None
         return RelocResult(LOST, message=notes + "lost: ambiguous, neither pose clearly better",
-                           points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), "lost"
+                           points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), \
+            "lost", None
 
-    def _fused(self, obs: RelocResult, trk: PnPResult, tracked: Landmarks, K: np.ndarray,
-               notes: str) -> RelocResult:
-        cfg = self.config
-        have_cov = valid_covariance(obs.covariance) and valid_covariance(trk.covariance)
-        use_cov = cfg.fusion == "covariance" or (cfg.fusion == "auto" and have_cov)
-        if use_cov and have_cov:
-            T, cov = fuse_poses(trk.pose_c2w, trk.covariance, obs.pose_c2w, obs.covariance)
-            how = "covariance-weighted"
-        else:
-            T, _ = fuse_poses(trk.pose_c2w, count_covariance(trk.num_inliers), obs.pose_c2w,
-                              count_covariance(obs.num_inliers))
-            cov = trk.covariance if valid_covariance(trk.covariance) else (
-                obs.covariance if valid_covariance(obs.covariance) else None)
-            how = "inlier-weighted"
-        message = (f"fused ({how}, tracking {trk.num_inliers} + single-frame {obs.num_inliers} "
-                   "inliers)")
-        return self._make("fused", T, cov, trk.num_inliers + obs.num_inliers,
-                          len(obs.points2d) + len(tracked), obs, trk, tracked, notes + message)
+    def _single(self, obs: RelocResult, tracked: Landmarks, message: str) -> RelocResult:
+        est = _Estimate(obs.pose_c2w, obs.covariance, obs.num_inliers,
+                        obs_inliers=np.asarray(obs.inliers, bool) if len(obs.inliers) == len(obs.points2d)
+                        else None, reprojection_error_px=obs.reprojection_error_px)
+        return self._make("single", est, obs, tracked, message)
 
     @staticmethod
-    def _make(path: str, pose: np.ndarray, cov: np.ndarray | None, n_inliers: int, n_total: int,
-              obs: RelocResult, trk: PnPResult, tracked: Landmarks, message: str) -> RelocResult:
+    def _make(path: str, est: _Estimate, obs: RelocResult, tracked: Landmarks, message: str
+              ) -> RelocResult:
         """A localized result; its points are the single-frame points followed by the landmarks."""
-        lm_xy = tracked.xy
-        ratio = n_inliers / n_total if n_total else 0.0
-        trk_inl = trk.inliers if len(trk.inliers) == len(lm_xy) else np.zeros(len(lm_xy), bool)
-        obs_inl = np.asarray(obs.inliers, bool) if len(obs.inliers) == len(obs.points2d) else \
-            np.zeros(len(obs.points2d), bool)
+        n_obs, n_lm = len(obs.points2d), len(tracked)
+        obs_inl = est.obs_inliers if est.obs_inliers is not None and len(est.obs_inliers) == n_obs \
+            else np.zeros(n_obs, bool)
+        lm_inl = est.lm_inliers if est.lm_inliers is not None and len(est.lm_inliers) == n_lm \
+            else np.zeros(n_lm, bool)
+        n_total = n_obs + n_lm
         return RelocResult(
-            LOCALIZED, pose_c2w=pose, covariance=None if cov is None else np.asarray(cov),
-            num_inliers=int(n_inliers), inlier_ratio=float(min(ratio, 1.0)),
-            reprojection_error_px=trk.reprojection_error_px if path == "tracking"
-            else obs.reprojection_error_px,
+            LOCALIZED, pose_c2w=np.asarray(est.pose_c2w, np.float64).copy(),
+            covariance=None if est.covariance is None else np.asarray(est.covariance),
+            num_inliers=int(est.num_inliers),
+            inlier_ratio=float(min(est.num_inliers / n_total, 1.0)) if n_total else 0.0,
+            reprojection_error_px=est.reprojection_error_px,
             points2d=np.concatenate([np.asarray(obs.points2d, np.float32).reshape(-1, 2),
-                                     np.asarray(lm_xy, np.float32).reshape(-1, 2)]),
+                                     np.asarray(tracked.xy, np.float32).reshape(-1, 2)]),
             points3d=np.concatenate([np.asarray(obs.points3d, np.float32).reshape(-1, 3),
                                      np.asarray(tracked.xyz, np.float32).reshape(-1, 3)]),
-            inliers=np.concatenate([obs_inl, trk_inl]), message=message)
+            inliers=np.concatenate([obs_inl, lm_inl]), message=message)
 
     # -- state update --------------------------------------------------------------------------
 
@@ -415,25 +556,25 @@ class SequenceRelocalizer:
         unused[j] = False
         return keep, new.subset(unused)
 
-    def _update(self, result: RelocResult, path: str, obs: RelocResult, trk: PnPResult,
+    def _update(self, result: RelocResult, path: str, obs: RelocResult, est: _Estimate | None,
                 tracked: Landmarks, K: np.ndarray, small: np.ndarray, stamp: float | None,
                 shape: tuple[int, ...]) -> None:
         """Carry the landmarks that fit the reported pose into the current image, add new ones
-        from the single-frame inliers, or reset when lost."""
+        and this frame's correspondences from the single-frame inliers, or reset when lost."""
         cfg = self.config
-        if result.status != LOCALIZED:
+        if result.status != LOCALIZED or path == "restart":
             self.reset()  # nothing that led here may be reused
             self._state.stamp = None if stamp is None else float(stamp)
             self._state.image_size, self._state.K = (shape[1], shape[0]), K.copy()
-            return
+            if result.status != LOCALIZED:
+                return
         st = self._state
         T = result.pose_c2w
 
         keep = Landmarks.empty()
         if path in ("fused", "tracking") and len(tracked):
             err = reprojection_errors(tracked.xy, tracked.xyz, K, T)
-            good = trk.inliers & (err < cfg.update_reprojection_px) if len(trk.inliers) == len(tracked) \
-                else err < cfg.update_reprojection_px
+            good = err < cfg.update_reprojection_px
             keep = tracked.subset(good)
             keep.age = keep.age + 1
             keep.error = err[good].astype(np.float32)
@@ -448,14 +589,23 @@ class SequenceRelocalizer:
             inl = np.asarray(obs.inliers, bool) if len(obs.inliers) == len(p2) else np.ones(len(p2), bool)
             err = reprojection_errors(p2, p3, K, T)
             w, h = shape[1], shape[0]
-            ok = inl & (err < cfg.update_reprojection_px) & (p2[:, 0] >= 0) & (p2[:, 1] >= 0) \
-                & (p2[:, 0] <= w - 1) & (p2[:, 1] <= h - 1)
+            inside = (p2[:, 0] >= 0) & (p2[:, 1] >= 0) & (p2[:, 0] <= w - 1) & (p2[:, 1] <= h - 1)
+            ok = inl & (err < cfg.update_reprojection_px) & inside
             idx = np.flatnonzero(ok)
             idx = idx[np.argsort(err[idx], kind="stable")]
             new = Landmarks(p2[idx].astype(np.float32), p3[idx], np.zeros(len(idx), np.int32),
                             err[idx].astype(np.float32), np.ones(len(idx), np.int32))
             if cfg.associate_px > 0 and len(keep):
                 keep, new = self._average(keep, new)
+            # this frame's inliers (at the joint threshold) join the next joint estimates
+            if cfg.multi_frames > 1:
+                hist = np.flatnonzero(inl & (err < cfg.inlier_threshold_px))
+                if len(hist) > cfg.history_points:
+                    hist = hist[np.linspace(0, len(hist) - 1, cfg.history_points).astype(np.int64)]
+                if len(hist) >= cfg.min_inliers:
+                    st.history.append(_Frame(p2[hist], p3[hist], K.copy(), np.eye(4)))
+                    while len(st.history) > cfg.multi_frames - 1:
+                        st.history.popleft()
 
         merged = Landmarks.concat(keep, new)
         merged = merged.subset(disc_nms(merged.xy, cfg.nms_radius_px, cfg.max_landmarks))
