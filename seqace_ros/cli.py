@@ -32,6 +32,10 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
                    help="SeqACE's cross-frame loss: match each mapping frame to its keyframe "
                         "(cached in SCENE/train/matching) and also reproject matched samples into "
                         "the keyframe (default: off, the single-frame ACE loss)")
+    g.add_argument("--sequence-targets", choices=["keypoint", "transfer"],
+                   help="with --sequence: matched samples get the exact keypoint as frame target "
+                        "(keypoint) or keep their target and shift the keyframe match by the same "
+                        "offset (transfer)")
 
 
 def _mapping_config(args):
@@ -46,6 +50,8 @@ def _mapping_config(args):
         over["augment"] = False
     if args.sequence:
         over["sequence"] = True
+    if getattr(args, "sequence_targets", None):
+        over["sequence_targets"] = args.sequence_targets
     return profile(args.profile, **over)
 
 

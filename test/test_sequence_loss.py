@@ -80,6 +80,21 @@ def test_attached_targets_are_the_exact_match_positions_in_nominal_pixels():
     assert np.allclose(kf_t[0], 0.0)
 
 
+def test_transfer_mode_keeps_the_frame_target_and_shifts_the_keyframe_match_by_its_offset():
+    link = FrameLink(keyframe=3, xy_frame=np.array([[13.25, 4.75]]), xy_keyframe=np.array([[20.5, 9.0]]))
+    cells = ViewCells(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (1.0, 1.0), (2, 3))
+    centres = np.array([[3.5, 3.5], [11.5, 3.5]]) * 0.5
+    targets = centres.copy()
+    kf_t, kf_i = attach_keyframe_targets(link, np.array([0, 1]), cells, 0.5, 0.25, targets,
+                                         mode="transfer")
+    assert kf_i.tolist() == [-1, 3]
+    assert np.array_equal(targets, centres)  # the relocalizer pairs cells with their centres
+    # centre (11.5, 3.5) is (-1.75, -1.25) from the keypoint: the keyframe target moves the same way
+    assert np.allclose(kf_t[1], np.array([20.5 - 1.75, 9.0 - 1.25]) * 0.25)
+    with pytest.raises(ValueError, match="transfer"):
+        attach_keyframe_targets(link, np.array([1]), cells, 0.5, 0.25, centres.copy(), mode="snap")
+
+
 def test_frame_links_skip_frames_without_matches():
     e = np.zeros((0, 2), np.float32)
     xy = np.ones((5, 2), np.float32)

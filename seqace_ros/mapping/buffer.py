@@ -149,7 +149,8 @@ def build_buffer(frames: list[SceneFrame], encoder: XFeatEncoder, config: Mappin
             link = links.get(i)
             cells = ViewCells(view.to_original, (prep.scale_x, prep.scale_y), enc.grid_hw)
             kt, ki = attach_keyframe_targets(link, pick, cells, nominal_scale[i],
-                                             nominal_scale[link.keyframe] if link else 1.0, tgt)
+                                             nominal_scale[link.keyframe] if link else 1.0, tgt,
+                                             config.sequence_targets)
             kf_targets.append(torch.from_numpy(kt))
             kf_index.append(torch.from_numpy(ki))
         targets.append(torch.from_numpy(tgt.astype(np.float32)))

@@ -50,6 +50,10 @@ class MappingConfig:
     sequence: bool = False
     sequence_weight: float = 0.5
     sequence_mean: str = "tracked"
+    # Matched samples: "keypoint" = frame target moved to the match's exact keypoint, keyframe
+    # target = its match; "transfer" = frame target unchanged, keyframe target = match + (target -
+    # keypoint) (see cross_frame.attach_keyframe_targets).
+    sequence_targets: str = "keypoint"
     # Runtime
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -87,6 +91,8 @@ class MappingConfig:
             problems.append(f"salient_share {self.salient_share} outside [0, 1]")
         if self.sequence_weight < 0:
             problems.append(f"sequence_weight {self.sequence_weight} < 0")
+        if self.sequence_targets not in ("keypoint", "transfer"):
+            problems.append(f"sequence_targets {self.sequence_targets!r} is not 'keypoint' or 'transfer'")
         if self.sequence_mean not in ("tracked", "batch"):
             problems.append(f"sequence_mean {self.sequence_mean!r} is not 'tracked' or 'batch'")
         if problems:

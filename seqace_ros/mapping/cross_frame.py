@@ -86,15 +86,20 @@ def match_per_cell(xy_frame: np.ndarray, cells: ViewCells) -> np.ndarray:
 
 
 def attach_keyframe_targets(link: FrameLink | None, picked_cells: np.ndarray, cells: ViewCells,
-                            frame_scale: float, keyframe_scale: float, targets: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
+                            frame_scale: float, keyframe_scale: float, targets: np.ndarray,
+                            mode: str = "keypoint") -> tuple[np.ndarray, np.ndarray]:
     """Cross-frame targets of one view's samples.
 
     ``picked_cells``: the sampled cells (indices into the view's grid); ``targets`` (len(picked), 2)
-    their frame targets in nominal pixels, overwritten in place with the exact match keypoint where
-    a match lies in the cell. ``frame_scale`` / ``keyframe_scale``: nominal pixels per original
-    pixel of the frame and of the keyframe. Returns (keyframe targets (n, 2) float32 in the
-    keyframe's nominal pixels, keyframe index (n,) int64, -1 where the sample has none).
+    their frame targets in nominal pixels. ``mode``:
+    - "keypoint": where a match lies in the cell, the frame target becomes the exact match keypoint
+      (overwritten in place) and the keyframe target its match;
+    - "transfer": the frame target stays (e.g. the cell centre the relocalizer pairs the cell with)
+      and the keyframe target is the match shifted by the same offset, target - keypoint: exact for
+      a locally translating image, and free of SeqACE's snap-to-centre bias.
+    ``frame_scale`` / ``keyframe_scale``: nominal pixels per original pixel of the frame and of the
+    keyframe. Returns (keyframe targets (n, 2) float32 in the keyframe's nominal pixels, keyframe
+    index (n,) int64, -1 where the sample has none).
     """
     kf_targets = np.zeros((picked_cells.size, 2), np.float32)
     kf_index = np.full(picked_cells.size, -1, np.int64)
@@ -102,7 +107,13 @@ def attach_keyframe_targets(link: FrameLink | None, picked_cells: np.ndarray, ce
         return kf_targets, kf_index
     match = match_per_cell(link.xy_frame, cells)[picked_cells]
     hit = match >= 0
-    targets[hit] = link.xy_frame[match[hit]] * frame_scale
-    kf_targets[hit] = link.xy_keyframe[match[hit]] * keyframe_scale
+    keypoint, matched = link.xy_frame[match[hit]], link.xy_keyframe[match[hit]]
+    if mode == "keypoint":
+        targets[hit] = keypoint * frame_scale
+        kf_targets[hit] = matched * keyframe_scale
+    elif mode == "transfer":
+        kf_targets[hit] = (matched + targets[hit] / frame_scale - keypoint) * keyframe_scale
+    else:
+        raise ValueError(f"cross-frame target mode {mode!r} is not 'keypoint' or 'transfer'")
     kf_index[hit] = link.keyframe
     return kf_targets, kf_index
