@@ -459,6 +459,27 @@ def test_odometry_gates_a_wrong_single_frame_pose():
     assert r.status == LOCALIZED and pose_errors(r.pose_c2w, poses[4])[0] < 0.01
 
 
+def test_wrong_odometry_cannot_lock_out_correct_single_frame_poses():
+    """One wrong odometry step (a 0.3 m jump that did not happen) makes the prediction wrong; the
+    correct single-frame poses are rejected by the odometry gate at first, but after
+    ``max_disagreements`` in a row the tracker restarts from them instead of drifting on."""
+    stub = Stub()
+    seq = SequenceRelocalizer(stub, SequenceConfig(max_disagreements=3))
+    poses = smooth_path(10)
+    run(seq, stub, poses[:4], odometry=True)
+    jump = np.eye(4)
+    jump[:3, 3] = [0.3, 0.0, 0.0]
+    out = []
+    for i in range(4, 10):
+        stub.truth = poses[i]
+        rel = invert_pose(poses[i]) @ poses[i - 1]
+        out.append(seq.localize(render(poses[i]), K, relative_motion=jump @ rel if i == 4 else rel))
+    assert all("from the odometry prediction" in r.message for r in out[:3])
+    assert "3 disagreements in a row: landmarks dropped" in out[2].message
+    for r, T in zip(out[2:], poses[6:]):
+        assert r.status == LOCALIZED and pose_errors(r.pose_c2w, T)[0] < 0.01, r.message
+
+
 def test_wrong_single_frame_pose_is_not_fused_blindly():
     stub = Stub()
     seq = SequenceRelocalizer(stub)

@@ -451,6 +451,15 @@ class SequenceRelocalizer:
         if obs_ok and predicted is not None:
             bad, by = self._disagree(obs.pose_c2w, predicted)
             if bad and odometry:
+                # The prediction wins, but not forever: a wrong pose carried by odometry would
+                # reject every correct single-frame pose after it.
+                if obs.num_inliers > cfg.min_update_inliers:
+                    st.disagreements += 1
+                if st.disagreements >= cfg.max_disagreements:
+                    return self._single(obs, tracked, notes + (
+                        f"single-frame pose {by} from the odometry prediction; "
+                        f"{st.disagreements} disagreements in a row: landmarks dropped, "
+                        "single-frame pose")), "restart", None
                 obs_ok = False
                 notes += f"single-frame pose rejected: {by} from the odometry prediction; "
             elif bad:
