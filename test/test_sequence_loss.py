@@ -106,11 +106,12 @@ def test_frame_links_skip_frames_without_matches():
 
 # --- the buffer on a rendered scene ------------------------------------------------------------
 
-def test_keyframe_targets_see_the_same_point_as_the_frame_targets(room, room_matches):
+@pytest.mark.parametrize("mode", ["keypoint", "transfer"])
+def test_keyframe_targets_see_the_same_point_as_the_frame_targets(room, room_matches, mode):
     frames = load_split(room, "train")
     enc = XFeatEncoder(device="cpu", image_height=NOMINAL_HEIGHT, optimize=False)
     cfg = MappingConfig(image_height=NOMINAL_HEIGHT, buffer_size=40 * 300, samples_per_view=300,
-                        sequence=True)
+                        sequence=True, sequence_targets=mode)
     buf = build_buffer(frames, enc, cfg, progress=False, frame_links=frame_links(room_matches))
     matched = torch.nonzero(buf.kf_index >= 0).ravel().numpy()
     assert buf.kf_targets.shape == (len(buf), 2) and len(matched) == buf.matched_samples
@@ -120,9 +121,10 @@ def test_keyframe_targets_see_the_same_point_as_the_frame_targets(room, room_mat
     t = buf.targets[matched].double().numpy()
     q = buf.kf_targets[matched].double().numpy()
     assert all(room_matches[f].keyframe_index == kf for f, kf in zip(i, k))
-    # Both targets are the match's exact keypoints (sub-pixel, not cell centres).
     s = NOMINAL_HEIGHT / 240
-    for f in np.unique(i):
+    # keypoint: both targets are the match's exact keypoints (sub-pixel, not cell centres);
+    # transfer: the frame target stays the cell centre, the keyframe target moves with it.
+    for f in np.unique(i) if mode == "keypoint" else []:
         pairs = np.c_[room_matches[f].xy_frame, room_matches[f].xy_keyframe].astype(np.float64)
         got = np.c_[t[i == f], q[i == f]] / s
         assert np.abs(got[:, None] - pairs[None]).max(axis=2).min(axis=1).max() < 1e-3
