@@ -459,24 +459,42 @@ def test_odometry_gates_a_wrong_single_frame_pose():
     assert r.status == LOCALIZED and pose_errors(r.pose_c2w, poses[4])[0] < 0.01
 
 
-def test_wrong_odometry_cannot_lock_out_correct_single_frame_poses():
-    """One wrong odometry step (a 0.3 m jump that did not happen) makes the prediction wrong; the
-    correct single-frame poses are rejected by the odometry gate at first, but after
-    ``max_disagreements`` in a row the tracker restarts from them instead of drifting on."""
+def test_odometry_jump_is_not_trusted_without_image_support():
+    """Odometry that contradicts the images (a 1 m jump): the single-frame pose is rejected, and
+    the earlier frames moved by that motion are not reported either (the tracked landmarks do not
+    confirm them): the frame is lost."""
     stub = Stub()
-    seq = SequenceRelocalizer(stub, SequenceConfig(max_disagreements=3))
-    poses = smooth_path(10)
+    seq = SequenceRelocalizer(stub)
+    poses = smooth_path(5)
     run(seq, stub, poses[:4], odometry=True)
     jump = np.eye(4)
-    jump[:3, 3] = [0.3, 0.0, 0.0]
+    jump[:3, 3] = [1.0, 0.0, 0.0]
+    stub.truth = poses[4]
+    r = seq.localize(render(poses[4]), K, relative_motion=jump @ invert_pose(poses[4]) @ poses[3])
+    assert "single-frame pose rejected" in r.message and "from the odometry prediction" in r.message
+    assert r.status == LOST and r.pose_c2w is None, r.message
+
+
+def test_wrong_pose_carried_by_odometry_cannot_lock_out_correct_single_frame_poses():
+    """The first frame is mislocalized (nothing to check it against) and its landmarks agree with
+    the wrong pose, so the odometry prediction carries the error and rejects the correct
+    single-frame poses after it; after ``max_disagreements`` in a row the tracker restarts from
+    them instead of following the wrong pose for ever."""
+    stub = Stub()
+    seq = SequenceRelocalizer(stub, SequenceConfig(max_disagreements=3))
+    poses = smooth_path(8)
+    stub.wrong_shift = np.array([0.3, 0.0, 0.0])
+    run(seq, stub, poses[:1])
+    stub.wrong_shift = None
     out = []
-    for i in range(4, 10):
+    for i in range(1, len(poses)):
         stub.truth = poses[i]
-        rel = invert_pose(poses[i]) @ poses[i - 1]
-        out.append(seq.localize(render(poses[i]), K, relative_motion=jump @ rel if i == 4 else rel))
-    assert all("from the odometry prediction" in r.message for r in out[:3])
+        out.append(seq.localize(render(poses[i]), K,
+                                relative_motion=invert_pose(poses[i]) @ poses[i - 1]))
+    assert all("single-frame pose rejected: " in r.message and r.message.endswith("tracking only")
+               for r in out[:2]), [r.message for r in out[:2]]
     assert "3 disagreements in a row: landmarks dropped" in out[2].message
-    for r, T in zip(out[2:], poses[6:]):
+    for r, T in zip(out[2:], poses[3:]):
         assert r.status == LOCALIZED and pose_errors(r.pose_c2w, T)[0] < 0.01, r.message
 
 

@@ -415,8 +415,12 @@ class SequenceRelocalizer:
         """The pose from earlier frames alone (their correspondences moved by the relative motion,
         and the tracked landmarks): used when the single-frame pose is missing or rejected."""
         est = self._solve(None, tracked, K, use_landmarks=True)
-        if est.pose_c2w is not None and est.lm_inliers is None:
-            est.lm_inliers = np.zeros(len(tracked), bool)
+        # The earlier frames fit whatever pose the relative motion puts them at (wrong odometry
+        # included): the current image must confirm it through its tracked landmarks.
+        n_lm = 0 if est.lm_inliers is None else int(est.lm_inliers.sum())
+        if est.pose_c2w is not None and n_lm < self.config.min_inliers:
+            return _Estimate(None, message=f"{n_lm} tracked landmarks support the pose from earlier "
+                                           f"frames, need {self.config.min_inliers}")
         return est
 
     # -- decision ------------------------------------------------------------------------------
