@@ -228,16 +228,15 @@ class SequenceRelocalizer:
 
         t0 = time.perf_counter()
         motion_note = ""
-        vo_inliers = None
         if not odometry:
-            rel, vo_inliers, motion_note = self._visual_motion(tracked, prev_xy, K)
+            rel, motion_note = self._visual_motion(tracked, prev_xy, K)
             if rel is not None:
                 predicted = st.pose_c2w @ invert_pose(rel)
         self._carry_history(rel)
         t_motion = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        result, path, est = self._decide(obs, tracked, vo_inliers, K, predicted, odometry,
+        result, path, est = self._decide(obs, tracked, K, predicted, odometry,
                                          notes + track_note + motion_note)
         t_multi = time.perf_counter() - t0
 
@@ -335,7 +334,7 @@ class SequenceRelocalizer:
         return out, lm.xy[ok].astype(np.float32), note
 
     def _visual_motion(self, tracked: Landmarks, prev_xy: np.ndarray, K: np.ndarray
-                       ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+                       ) -> tuple[np.ndarray | None, str]:
         """Relative motion previous camera -> current camera from the tracked landmarks, or None.
 
         Each landmark is back-projected through its previous pixel at its depth in the previous
@@ -345,8 +344,8 @@ class SequenceRelocalizer:
         """
         st, cfg = self._state, self.config
         if st.pose_c2w is None or len(tracked) < max(cfg.min_inliers, 6):
-            return None, None, (f"no relative motion ({len(tracked)} landmarks tracked); "
-                                if len(st.landmarks) else "")
+            return None, (f"no relative motion ({len(tracked)} landmarks tracked); "
+                          if len(st.landmarks) else "")
         T_w2p = invert_pose(st.pose_c2w)
         z = tracked.xyz @ T_w2p[2, :3] + T_w2p[2, 3]
         front = z > 1e-3
@@ -358,11 +357,10 @@ class SequenceRelocalizer:
             refine_threshold_px=cfg.motion_threshold_px, loss_scale_px=0.25 * cfg.motion_threshold_px,
             min_inliers=cfg.min_inliers, num_threads=1, seed=0,
             max_iterations=cfg.ransac_max_iterations, time_budget_ms=cfg.ransac_time_budget_ms)
-        inl = np.asarray(res.inliers, bool)
         if not res.success:
-            return None, None, f"no relative motion ({res.message}); "
+            return None, f"no relative motion ({res.message}); "
         # estimate_pose's "world" is the previous camera: T_c2w maps current -> previous camera
-        return invert_pose(np.asarray(res.T_c2w)), inl, ""
+        return invert_pose(np.asarray(res.T_c2w)), ""
 
     def _carry_history(self, rel: np.ndarray | None) -> None:
         """Move the earlier frames' relative poses to the current camera (or drop them)."""
@@ -445,8 +443,8 @@ class SequenceRelocalizer:
         bad = dt > self.config.gate_translation_m or dr > self.config.gate_rotation_deg
         return bad, f"{dt * 100:.1f} cm / {dr:.1f} deg"
 
-    def _decide(self, obs: RelocResult, tracked: Landmarks, vo_inliers: np.ndarray | None,
-                K: np.ndarray, predicted: np.ndarray | None, odometry: bool, notes: str
+    def _decide(self, obs: RelocResult, tracked: Landmarks, K: np.ndarray,
+                predicted: np.ndarray | None, odometry: bool, notes: str
                 ) -> tuple[RelocResult, str, _Estimate | None]:
         """(result, path, estimate) with path one of "fused" (joint estimate), "tracking" (earlier
         frames alone), "single", "restart" (single-frame pose, landmarks dropped) or "lost"."""
@@ -467,7 +465,7 @@ class SequenceRelocalizer:
                 obs_ok = False
                 notes += f"single-frame pose rejected: {by} from the odometry prediction; "
             elif bad:
-                return self._resolve_disagreement(obs, tracked, vo_inliers, K, predicted,
+                return self._resolve_disagreement(obs, tracked, K, predicted,
                                                   notes + f"poses disagree by {by}; ")
         if obs_ok and predicted is not None:
             st.disagreements = 0
@@ -477,7 +475,7 @@ class SequenceRelocalizer:
             if est.pose_c2w is not None and not (self._disagree(est.pose_c2w, obs.pose_c2w)[0]
                                                  and self._disagree(est.pose_c2w, predicted)[0]):
                 n_frames = 1 + len(st.history)
-                return self._make("fused", est, obs, tracked, notes + (
+                return self._make(est, obs, tracked, notes + (
                     f"fused (multi-frame RANSAC, {n_frames} frames"
                     f"{' + landmarks' if cfg.joint_landmarks else ''}, {est.num_inliers} inliers)")), \
                     "fused", est
@@ -487,7 +485,7 @@ class SequenceRelocalizer:
         if predicted is not None:
             est = self._sequence_estimate(tracked, K)
             if est.pose_c2w is not None:
-                return self._make("tracking", est, obs, tracked, notes + "tracking only"), \
+                return self._make(est, obs, tracked, notes + "tracking only"), \
                     "tracking", est
             notes += f"tracking failed ({est.message}); "
         elif len(tracked):
@@ -499,9 +497,9 @@ class SequenceRelocalizer:
                            points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), \
             "lost", None
 
-    def _resolve_disagreement(self, obs: RelocResult, tracked: Landmarks,
-                              vo_inliers: np.ndarray | None, K: np.ndarray, predicted: np.ndarray,
-                              notes: str) -> tuple[RelocResult, str, _Estimate | None]:
+    def _resolve_disagreement(self, obs: RelocResult, tracked: Landmarks, K: np.ndarray,
+                              predicted: np.ndarray, notes: str
+                              ) -> tuple[RelocResult, str, _Estimate | None]:
         cfg, st = self.config, self._state
         s_obs = self._support(obs.pose_c2w, tracked, obs, K)
         s_seq = self._support(predicted, tracked, obs, K)
@@ -515,7 +513,7 @@ class SequenceRelocalizer:
                                     "row: landmarks dropped, single-frame pose"), "restart", None
             est = self._sequence_estimate(tracked, K)
             if est.pose_c2w is not None and not self._disagree(est.pose_c2w, predicted)[0]:
-                return self._make("tracking", est, obs, tracked,
+                return self._make(est, obs, tracked,
                                   notes + "single-frame pose rejected, tracking pose"), "tracking", est
             return RelocResult(LOST, message=notes + "lost: single-frame pose rejected, tracking "
                                f"failed ({est.message})", points2d=obs.points2d,
@@ -531,10 +529,10 @@ class SequenceRelocalizer:
         est = _Estimate(obs.pose_c2w, obs.covariance, obs.num_inliers,
                         obs_inliers=np.asarray(obs.inliers, bool) if len(obs.inliers) == len(obs.points2d)
                         else None, reprojection_error_px=obs.reprojection_error_px)
-        return self._make("single", est, obs, tracked, message)
+        return self._make(est, obs, tracked, message)
 
     @staticmethod
-    def _make(path: str, est: _Estimate, obs: RelocResult, tracked: Landmarks, message: str
+    def _make(est: _Estimate, obs: RelocResult, tracked: Landmarks, message: str
               ) -> RelocResult:
         """A localized result; its points are the single-frame points followed by the landmarks."""
         n_obs, n_lm = len(obs.points2d), len(tracked)
