@@ -14,8 +14,6 @@ import pytest
 from seqace_ros.geometry import invert_pose, pose_errors, rotvec_to_matrix
 from seqace_ros.relocalization.landmarks import disc_nms, track_klt
 from seqace_ros.relocalization.pnp import pose_covariance, solve_pnp
-from seqace_ros.relocalization.pose_fusion import (apply_delta, count_covariance, fuse_poses,
-                                                   pose_delta, rotation_log)
 from seqace_ros.relocalization.result import LOCALIZED, LOST, RelocResult
 from seqace_ros.relocalization.sequence import SequenceConfig, SequenceRelocalizer
 
@@ -143,51 +141,10 @@ def test_disc_nms_is_greedy_in_priority_order_with_a_cap():
     assert len(disc_nms(xy[:0], 5.0, 10)) == 0
 
 
-def test_fusion_lies_between_the_two_poses_on_the_manifold():
-    Ta, Tb = np.eye(4), np.eye(4)
-    Ta[:3, :3] = rotvec_to_matrix([0, 0, np.radians(170)])
-    Tb[:3, :3] = rotvec_to_matrix([0, 0, np.radians(-170)])
-    Ta[:3, 3], Tb[:3, 3] = [0, 0, 0], [1, 0, 0]
-    T, _ = fuse_poses(Ta, count_covariance(100), Tb, count_covariance(100))
-    # halfway between +170 and -170 deg about z is 180 deg (averaging rotation vectors gives 0)
-    assert pose_errors(T, Ta)[1] == pytest.approx(10.0, abs=1e-6)
-    assert pose_errors(T, Tb)[1] == pytest.approx(10.0, abs=1e-6)
-    assert np.allclose(T[:3, 3], [0.5, 0, 0])
-
-    # covariance weights: a four times more certain pose gets four times the weight
-    Tb2 = np.eye(4)
-    Tb2[:3, :3] = rotvec_to_matrix(np.radians(10) * np.array([1, 2, 2]) / 3)
-    Tb2[:3, 3] = [0.1, -0.2, 0.05]
-    cov_a = np.diag([1e-4] * 3 + [1e-5] * 3)
-    T, cov = fuse_poses(np.eye(4), cov_a, Tb2, 4 * cov_a)
-    assert pose_errors(T, np.eye(4))[1] == pytest.approx(2.0, abs=1e-6)
-    assert pose_errors(T, Tb2)[1] == pytest.approx(8.0, abs=1e-6)
-    assert np.allclose(T[:3, 3], 0.2 * Tb2[:3, 3])
-    assert np.allclose(cov, 0.8 * cov_a)
-    # same axis as the difference: the fused rotation is on the geodesic
-    axis = rotation_log(T[:3, :3])
-    assert np.allclose(axis / np.linalg.norm(axis), [1 / 3, 2 / 3, 2 / 3])
-
-
-def test_fusion_with_correlated_covariances_minimises_the_weighted_cost():
-    rng = np.random.default_rng(3)
-    A = rng.normal(size=(6, 6))
-    cov_a = A @ A.T * 1e-4 + np.eye(6) * 1e-5
-    B = rng.normal(size=(6, 6))
-    cov_b = B @ B.T * 1e-4 + np.eye(6) * 1e-5
-    Ta = apply_delta(np.eye(4), rng.normal(0, 0.05, 6))
-    Tb = apply_delta(np.eye(4), rng.normal(0, 0.05, 6))
-    T, _ = fuse_poses(Ta, cov_a, Tb, cov_b)
-
-    def cost(X):
-        da, db = pose_delta(Ta, X), pose_delta(Tb, X)
-        return da @ np.linalg.solve(cov_a, da) + db @ np.linalg.solve(cov_b, db)
-
-    c0 = cost(T)
-    for _ in range(50):
-        assert cost(apply_delta(T, rng.normal(0, 1e-3, 6))) > c0
-    with pytest.raises(ValueError, match="positive definite"):
-        fuse_poses(Ta, -cov_a, Tb, cov_b)
+def pose_delta(T_to: np.ndarray, T_from: np.ndarray) -> np.ndarray:
+    """(translation, rotation vector) taking camera-to-world pose T_from to T_to (ROS order)."""
+    rv, _ = cv2.Rodrigues(T_to[:3, :3] @ T_from[:3, :3].T)
+    return np.r_[T_to[:3, 3] - T_from[:3, 3], rv.ravel()]
 
 
 def test_pnp_covariance_matches_monte_carlo_spread():
