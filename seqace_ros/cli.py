@@ -17,7 +17,7 @@ log = logging.getLogger("seqace")
 def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mapping")
     g.add_argument("--profile", default="cpu", choices=["cpu", "fast", "gpu"],
-                   help="preset: cpu (default, ~5 min for 500 frames on 2 cores), fast, gpu (ACE's scale)")
+                   help="preset: cpu (default, ~6 min for 500 frames on 2 cores), fast, gpu (ACE's scale)")
     g.add_argument("--iterations", type=int, help="training iterations")
     g.add_argument("--head-width", type=int, help="width of the head's layers")
     g.add_argument("--head-blocks", type=int, help="residual blocks in the head")
@@ -33,9 +33,9 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
                         "(cached in SCENE/train/matching) and also reproject matched samples into "
                         "the keyframe (default: off, the single-frame ACE loss)")
     g.add_argument("--sequence-targets", choices=["keypoint", "transfer"],
-                   help="with --sequence: matched samples get the exact keypoint as frame target "
-                        "(keypoint) or keep their target and shift the keyframe match by the same "
-                        "offset (transfer)")
+                   help="with --sequence: matched samples keep their target and the keyframe match "
+                        "is shifted by the same offset (transfer, the default) or get the exact "
+                        "keypoint as frame target (keypoint, SeqACE's choice)")
 
 
 def _mapping_config(args):

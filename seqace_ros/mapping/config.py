@@ -1,4 +1,4 @@
-"""Mapping settings. Defaults are the CPU profile (2 cores, about 5 minutes for 500 frames); the
+"""Mapping settings. Defaults are the CPU profile (2 cores, about 6 minutes for 500 frames); the
 ``gpu`` profile follows ACE's original scale."""
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""SeqACE's cross-frame targets: buffer samples that sit on a verified frame-keyframe match get the
-match's exact keypoint as their frame target and the matched keyframe pixel as a second target.
+"""SeqACE's cross-frame targets: buffer samples that sit on a verified frame-keyframe match get a
+second target in the keyframe. By default ("transfer") the sample keeps its own target (the cell
+centre) and the keyframe target is the match shifted by the same offset; "keypoint" (SeqACE) moves
+the frame target to the match's exact keypoint and uses the matched keyframe pixel as is.
 
 Pixel conventions: the matcher's positions (``FrameMatches.xy_frame`` / ``xy_keyframe``) follow
 OpenCV (integer = pixel centre), the same convention as the intrinsics and the buffer's targets;

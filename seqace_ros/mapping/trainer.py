@@ -209,8 +209,9 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
     window_sum, window_n = 0.0, 0
     sequence = buf.kf_index is not None
     kf_history: list[tuple[int, float, float]] = []
-    # Tensors, read only when logging: no extra host syncs per step.
+    # Tensors, read only when logging (the loss is read every step anyway).
     kf_sum = kf_count = torch.zeros((), device=device)
+    window_samples = 0
     log_every = max(config.iterations // 20, 1)
     for it in bar:
         if cursor + config.batch_size > n:
@@ -241,6 +242,7 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
         sched.step()
         window_sum += float(loss.detach())
         window_n += 1
+        window_samples += int(idx.numel())
         if (it + 1) % log_every == 0 or it == config.iterations - 1:
             # Mean loss over the logging window (tau falls during training, so losses of different
             # windows compare only roughly).
@@ -251,13 +253,13 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
             if sequence:
                 n_kf = float(kf_count)
                 kf_mean = float(kf_sum) / max(n_kf, 1.0)
-                share = n_kf / (window_n * config.batch_size)
+                share = n_kf / max(window_samples, 1)
                 kf_history.append((it, kf_mean, share))
                 post.update(kf_loss=f"{kf_mean:.2f}", matched=f"{share:.2f}")
                 kf_sum = kf_count = torch.zeros((), device=device)
             bar.set_postfix(**post)
             log.debug("it %d %s", it, " ".join(f"{k} {v}" for k, v in post.items()))
-            window_sum, window_n = 0.0, 0
+            window_sum, window_n, window_samples = 0.0, 0, 0
     bar.close()
     return history, kf_history
 

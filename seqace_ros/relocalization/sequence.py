@@ -541,11 +541,14 @@ class SequenceRelocalizer:
         lm_inl = est.lm_inliers if est.lm_inliers is not None and len(est.lm_inliers) == n_lm \
             else np.zeros(n_lm, bool)
         n_total = n_obs + n_lm
+        # Counts over this frame's points only, so they agree with ``inliers`` (the joint estimate's
+        # total, earlier frames included, is in the message).
+        n_in = int(obs_inl.sum() + lm_inl.sum())
         return RelocResult(
             LOCALIZED, pose_c2w=np.asarray(est.pose_c2w, np.float64).copy(),
             covariance=None if est.covariance is None else np.asarray(est.covariance),
-            num_inliers=int(est.num_inliers),
-            inlier_ratio=float(min(est.num_inliers / n_total, 1.0)) if n_total else 0.0,
+            num_inliers=n_in,
+            inlier_ratio=n_in / n_total if n_total else 0.0,
             reprojection_error_px=est.reprojection_error_px,
             points2d=np.concatenate([np.asarray(obs.points2d, np.float32).reshape(-1, 2),
                                      np.asarray(tracked.xy, np.float32).reshape(-1, 2)]),

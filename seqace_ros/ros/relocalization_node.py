@@ -353,11 +353,12 @@ class RelocalizationNode(Node):
         if result.localized:
             with self._state_lock:
                 refusal = self._gate.check(result.pose_c2w)
+                if refusal is not None:
+                    self._prev_odom = None
             if refusal is not None:
                 result.status, result.message = "lost", refusal
                 # The sequence window must not carry on from a pose the gate refused.
                 self.engine.reset()
-                self._prev_odom = None
         self._publish(result, camera_frame, stamp_ns)
         self.stats.frame_done(result.status if result.localized else f"lost: {result.message or 'no pose'}",
                               int(result.num_inliers), float(result.inlier_ratio),
@@ -373,11 +374,13 @@ class RelocalizationNode(Node):
         try:
             T_odom_cam = self.tf_in.lookup(odom, camera_frame, stamp_ns, self.p["tf_lookup_timeout"])
         except TransformLookupError as exc:
-            self._prev_odom = None
+            with self._state_lock:
+                self._prev_odom = None
             self.get_logger().warning(f"no {odom} -> {camera_frame} at the image stamp ({exc}); this image is "
                                       "localized without odometry", throttle_duration_sec=5.0)
             return None
-        prev, self._prev_odom = self._prev_odom, T_odom_cam
+        with self._state_lock:  # ~/reset clears it from the service thread
+            prev, self._prev_odom = self._prev_odom, T_odom_cam
         return None if prev is None else relative_motion(prev, T_odom_cam)
 
     # ---------------------------------------------------------------- publishing

@@ -113,13 +113,14 @@ class TfInput:
         """Feed a transform from another source (a nav_msgs/Odometry topic). With tf2_ros it goes into
         tf2's buffer too, so that a lookup can chain it with transforms from /tf and /tf_static
         (odom -> base_link from the topic, base_link -> camera from the robot's static TF)."""
-        with self._lock:
-            self._own.add(parent, child, stamp_ns / NS, T)
+        # tf2 first: a transform it refuses must not linger in the node's own buffer either.
         if self._tf2_buffer is not None:
             try:
                 self._tf2_buffer.set_transform(matrix_to_transform(T, parent, child, stamp_ns), "odom_topic")
             except Exception as exc:  # tf2 raises its own exception family
                 raise ValueError(f"tf2 refused {parent} -> {child}: {exc}") from exc
+        with self._lock:
+            self._own.add(parent, child, stamp_ns / NS, T)
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
         """T_target_source at the stamp; raises TransformLookupError after ``timeout_s``."""
