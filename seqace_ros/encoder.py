@@ -196,7 +196,7 @@ class XFeatEncoder:
                 # Trace per input size: the graph bakes in the shapes of XFeat's resampling steps.
                 with torch.inference_mode(False), torch.no_grad():
                     mod = torch.jit.freeze(torch.jit.trace(self.net, x.clone()))
-                    if not self.bf16:  # optimize_for_inference drops the autocast casts
+                    if not self.bf16:  # the bf16 graph was measured without this pass
                         mod = torch.jit.optimize_for_inference(mod)
                 self._traced[key] = mod
             return mod(x)
