@@ -52,9 +52,10 @@ class MappingConfig:
     sequence_mean: str = "tracked"
     # Matched samples: "keypoint" = frame target moved to the match's exact keypoint, keyframe
     # target = its match; "transfer" = frame target unchanged, keyframe target = match + (target -
-    # keypoint) (see cross_frame.attach_keyframe_targets). Redkitchen, single-frame mode, bf16
-    # encoder: transfer 98.4/95.2/66.4/23.8 vs keypoint 98.6/94.2/62.8/25.2 at 10/5/2/1 cm: with
-    # cell-centre targets, moving a quarter of the samples to keypoints makes them inconsistent.
+    # keypoint) (see cross_frame.attach_keyframe_targets). "transfer" keeps every sample's target
+    # consistent with the cell centres the relocalizer pairs cells with. Redkitchen, single-frame
+    # mode, one training each: transfer 98.4/95.2/66.4/23.8 vs keypoint 98.6/94.2/62.8/25.2 at
+    # 10/5/2/1 cm, a difference within training noise (benchmarks/README.md).
     sequence_targets: str = "transfer"
     # Runtime
     device: str = "auto"
