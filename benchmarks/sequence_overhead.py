@@ -1,4 +1,5 @@
-"""Extra cost of sequence mode per frame (tracking + PnP + fusion/update) on real query images.
+"""Extra cost of sequence mode per frame (tracking, motion, multi-frame RANSAC, update) on real
+query images.
 
 The single-frame results are computed once and replayed, so every repeat measures only the
 sequence work on identical inputs:
@@ -32,7 +33,7 @@ from seqace_ros.relocalization.result import LOCALIZED, RelocResult
 from seqace_ros.relocalization.sequence import SequenceConfig, SequenceRelocalizer
 from seqace_ros.relocalization.sequence_boundaries import sequence_starts
 
-STAGES = ("tracking", "tracking_pnp", "fusion_update", "sequence_overhead")
+STAGES = ("tracking", "motion", "multi_frame", "update", "sequence_overhead")
 PATHS = ("fused", "tracking only", "single-frame pose rejected", "single-frame only",
          "landmarks dropped", "lost")
 

@@ -530,7 +530,7 @@ def test_timing_reports_the_sequence_overhead():
     stub = Stub()
     seq = SequenceRelocalizer(stub)
     r = run(seq, stub, smooth_path(3))[-1]
-    for key in ("single_frame", "tracking", "tracking_pnp", "fusion_update", "sequence_overhead",
+    for key in ("single_frame", "tracking", "motion", "multi_frame", "update", "sequence_overhead",
                 "total"):
         assert key in r.timing_ms and r.timing_ms[key] >= 0
     assert r.timing_ms["total"] >= r.timing_ms["sequence_overhead"]

@@ -247,8 +247,7 @@ class SequenceRelocalizer:
         total = time.perf_counter() - t_start
         timing = {k: v for k, v in obs.timing_ms.items() if k != "total"}
         timing.update(single_frame=1000 * t_single, tracking=1000 * t_track,
-                      tracking_pnp=1000 * t_motion, multi_frame=1000 * t_multi,
-                      fusion_update=1000 * (t_multi + t_update),
+                      motion=1000 * t_motion, multi_frame=1000 * t_multi, update=1000 * t_update,
                       sequence_overhead=1000 * (total - t_single), total=1000 * total)
         result.timing_ms = timing
         return result
