@@ -21,7 +21,8 @@ pytestmark = pytest.mark.ros
 
 from ros_support.harness import NodeProcess, RosClient, write_params  # noqa: E402
 from ros_support.node_testing import (CAMERA_FRAME, REMAPS, diag_status, diag_values, frames_done,  # noqa: E402,F401
-                                      have_tf2_msgs, pose_matrix, process, queries, ros_env, stamp_ns, tiny, wait_warm)
+                                      have_tf2_msgs, pose_matrix, process, queries, ros_env, running_node, stamp_ns,
+                                      tiny)
 from seqace_ros.geometry import pose_errors  # noqa: E402
 from seqace_ros.ros.tf_math import covariance_is_well_formed  # noqa: E402
 
@@ -41,12 +42,8 @@ def node(ros_env, tiny, tmp_path_factory):
         "transform_tolerance": TOLERANCE_S, "tf_publish_rate": 20.0, "device": "cpu"})
     proc = NodeProcess(params, ros_env, folder / "node.log", REMAPS)
     client = RosClient()
-    if not wait_warm(client, 120):
-        pytest.fail(f"node did not come up:\n{proc.log()[-3000:]}")
-    yield proc, client
-    client.close()
-    rc = proc.stop()
-    assert rc == 0, f"node exited with {rc}:\n{proc.log()[-3000:]}"
+    with running_node(proc, client):
+        yield proc, client
 
 
 def test_poses_of_query_images_are_near_the_truth_with_a_well_formed_covariance(node, queries):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ros
 
 from ros_support.harness import NodeProcess, RosClient, write_params  # noqa: E402
 from ros_support.node_testing import (REMAPS, diag_values, initial_pose_msg, pose_matrix, process,  # noqa: E402,F401
-                                      queries, ros_env, stamp_ns, tiny, wait_log, wait_matched, wait_warm)
+                                      queries, ros_env, running_node, stamp_ns, tiny, wait_log)
 from seqace_ros.geometry import pose_errors  # noqa: E402
 
 NODE = "reloc_initialpose"
@@ -38,14 +38,8 @@ def gate_node(ros_env, tiny, tmp_path_factory):
     client = RosClient(name="seqace_initialpose_client", node_ns=f"/{NODE}")
     pub = client.node.create_publisher(PoseWithCovarianceStamped, "/initialpose",
                                        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    try:
-        if not wait_warm(client, 120) or not wait_matched(pub):
-            pytest.fail(f"node did not come up:\n{proc.log()[-3000:]}")
+    with running_node(proc, client, (pub,)):
         yield proc, client, pub
-    finally:
-        client.close()
-        rc = proc.stop()
-    assert rc == 0, f"node exited with {rc}:\n{proc.log()[-3000:]}"
 
 
 def _gate(client) -> str:

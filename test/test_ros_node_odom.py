@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ros
 from ros_support.harness import NodeProcess, RosClient, write_params  # noqa: E402
 from ros_support.node_testing import (CAMERA_FRAME, REMAPS, answered, diag_values,  # noqa: E402,F401
                                       frames_done, have_tf2_msgs, odometry_msg, pose_matrix, queries, ros_env,
-                                      stamp_ns, tiny, wait_log, wait_matched, wait_warm)
+                                      running_node, stamp_ns, tiny, wait_log)
 from seqace_ros.geometry import invert_pose, pose_errors, rotvec_to_matrix  # noqa: E402
 
 TOLERANCE_S = 0.2
@@ -37,8 +37,7 @@ def test_map_to_odom_from_tf_odometry_with_compressed_images(ros_env, tiny, quer
         node_name="reloc_odom")
     proc = NodeProcess(params, ros_env, tmp_path / "node.log", REMAPS + ["-r", "__node:=reloc_odom"])
     client = RosClient(name="seqace_odom_client", node_ns="/reloc_odom", compressed=True)
-    try:
-        assert wait_warm(client, 120), proc.log()[-3000:]
+    with running_node(proc, client):
         T_map_odom = np.eye(4)
         T_map_odom[:3, :3] = rotvec_to_matrix([0, 0, 0.4])
         T_map_odom[:3, 3] = [0.7, -0.3, 0.0]
@@ -71,9 +70,6 @@ def test_map_to_odom_from_tf_odometry_with_compressed_images(ros_env, tiny, quer
         assert good >= MIN_GOOD_SHARE * checked, f"{good}/{checked} within bounds"
         assert not any(tf.child_frame_id == CAMERA_FRAME and tf.header.frame_id == "map"
                        for _, m in client.messages("tf") for tf in m.transforms)
-    finally:
-        client.close()
-        assert proc.stop() == 0, proc.log()[-3000:]
 
 
 # ------------------------------------------------------------------ odometry from a nav_msgs/Odometry topic
@@ -106,14 +102,8 @@ def topic_node(ros_env, tiny, tmp_path_factory):
     static_pub = client.node.create_publisher(TFMessage, "/tf_static", QoSProfile(
         depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     static_pub.publish(TFMessage(transforms=[matrix_to_transform(T_BASE_CAM, "base_link", CAMERA_FRAME, 0)]))
-    try:
-        if not wait_warm(client, 120) or not wait_matched(odom_pub):
-            pytest.fail(f"node did not come up:\n{proc.log()[-3000:]}")
+    with running_node(proc, client, (odom_pub,)):
         yield proc, client, odom_pub
-    finally:
-        client.close()
-        rc = proc.stop()
-    assert rc == 0, f"node exited with {rc}:\n{proc.log()[-3000:]}"
 
 
 def _odom_frame(client, odom_pub, image, K, T_odom_base, stamp, timeout=20.0):

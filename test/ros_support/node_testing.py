@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -83,6 +85,21 @@ def diag_values(client: RosClient) -> dict[str, str]:
 def wait_warm(client: RosClient, timeout: float) -> bool:
     """The node is up, its map loaded and its encoder traced (so the first image is not slow)."""
     return bool(client.wait_for(lambda: diag_values(client).get("warmed_up") == "yes", timeout))
+
+
+@contextmanager
+def running_node(proc, client: RosClient, publishers: tuple = (), warm_timeout: float = 120.0
+                 ) -> Iterator[None]:
+    """The node process up and warm (and ``publishers`` matched by it) for the ``with`` body; then
+    the client closed, the node stopped, and its clean exit asserted."""
+    try:
+        if not wait_warm(client, warm_timeout) or not all(wait_matched(p) for p in publishers):
+            pytest.fail(f"node did not come up:\n{proc.log()[-3000:]}")
+        yield
+    finally:
+        client.close()
+        rc = proc.stop()
+    assert rc == 0, f"node exited with {rc}:\n{proc.log()[-3000:]}"
 
 
 def frames_done(client: RosClient) -> int:
