@@ -5,7 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,12 +22,19 @@ namespace {
 // float32 input is converted (forcecast); anything else numeric too, so the check is on shape.
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
+// Messages are built with std::to_string / snprintf, not iostreams: on one CUDA image (numpy
+// 2.5.2, libstdc++ 6.0.33) any ostream number insertion in this module segfaulted once numpy was
+// imported, taking the whole process down with it.
 std::string shape_of(const DoubleArray& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 void check_columns(const DoubleArray& a, int cols, const std::string& name) {
@@ -117,14 +124,14 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("loss_scale_px", &RansacOptions::loss_scale_px)
       .def("validate", &validate_options, "Raise ValueError naming the first bad field")
       .def("__repr__", [](const RansacOptions& o) {
-        std::ostringstream s;
-        s << "RansacOptions(inlier_threshold_px=" << o.inlier_threshold_px
-          << ", refine_threshold_px=" << o.refine_threshold_px << ", scoring='"
-          << scoring_name(o.scoring) << "', confidence=" << o.confidence
-          << ", min_iterations=" << o.min_iterations << ", max_iterations=" << o.max_iterations
-          << ", time_budget_ms=" << o.time_budget_ms << ", num_threads=" << o.num_threads
-          << ", seed=" << o.seed << ", min_inliers=" << o.min_inliers << ", ...)";
-        return s.str();
+        return "RansacOptions(inlier_threshold_px=" + num(o.inlier_threshold_px) +
+               ", refine_threshold_px=" + num(o.refine_threshold_px) + ", scoring='" +
+               scoring_name(o.scoring) + "', confidence=" + num(o.confidence) +
+               ", min_iterations=" + std::to_string(o.min_iterations) +
+               ", max_iterations=" + std::to_string(o.max_iterations) +
+               ", time_budget_ms=" + num(o.time_budget_ms) +
+               ", num_threads=" + std::to_string(o.num_threads) + ", seed=" + std::to_string(o.seed) +
+               ", min_inliers=" + std::to_string(o.min_inliers) + ", ...)";
       });
 
   py::class_<RansacResult>(m, "RansacResult")
@@ -155,7 +162,7 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         return estimate_pose(v.points2d, v.points3d, v.n, v.K, options);
       },
-      py::arg("points2d"), py::arg("points3d"), py::arg("K"), py::arg("options") = RansacOptions(),
+      py::arg("points2d"), py::arg("points3d"), py::arg("K"), py::arg_v("options", RansacOptions(), "RansacOptions()"),
       "Camera pose from 2D-3D correspondences (pixels, world points, 3x3 intrinsics).");
 
   m.def(
@@ -181,7 +188,7 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         return estimate_pose_multi(views, options);
       },
-      py::arg("frames"), py::arg("options") = RansacOptions(),
+      py::arg("frames"), py::arg_v("options", RansacOptions(), "RansacOptions()"),
       "Current camera pose from several frames' correspondences, each frame given as "
       "(points2d, points3d, K, T_cur_from_frame).");
 

@@ -3,7 +3,6 @@
 #include <Eigen/Dense>
 
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
 #include "seqace/random.h"
@@ -116,11 +115,12 @@ Problem build_problem(const std::vector<ViewInput>& inputs, std::uint64_t seed,
 }
 
 std::string check_solvable(const Problem& prob) {
-  std::ostringstream why;
   if (prob.num_points < 4) {
-    why << "too few points: " << prob.num_points << " finite correspondences, need at least 4";
-    if (prob.num_dropped > 0) why << " (" << prob.num_dropped << " rows with NaN/inf dropped)";
-    return why.str();
+    std::string why = "too few points: " + std::to_string(prob.num_points) +
+                      " finite correspondences, need at least 4";
+    if (prob.num_dropped > 0)
+      why += " (" + std::to_string(prob.num_dropped) + " rows with NaN/inf dropped)";
+    return why;
   }
   bool samplable = false;
   for (const View& v : prob.views) samplable = samplable || v.size() >= 3;

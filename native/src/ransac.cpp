@@ -7,7 +7,6 @@
 #include <cmath>
 #include <limits>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 
 #include "seqace/covariance.h"
@@ -324,9 +323,8 @@ RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& op
 
   const int needed = std::max(opt.min_inliers, 4);
   if (n_inliers < needed) {
-    std::ostringstream m;
-    m << budget_note << "too few inliers: " << n_inliers << " < min_inliers " << needed;
-    return finish(m.str());
+    return finish(budget_note + "too few inliers: " + std::to_string(n_inliers) + " < min_inliers " +
+                  std::to_string(needed));
   }
   const CovarianceResult cov = pose_covariance(prob, inliers, pose, opt.refine_threshold_px);
   if (!cov.ok) return finish(budget_note + cov.why);
