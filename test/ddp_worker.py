@@ -12,7 +12,8 @@ from seqace_ros.mapping import MappingConfig, train_map
 def main(scene: str, out: str) -> None:
     import torch.distributed as dist
     cfg = MappingConfig(head_width=32, head_blocks=1, buffer_size=3000, samples_per_view=300,
-                        iterations=150, batch_size=128, image_height=96, num_threads=1)
+                        iterations=150, batch_size=128, image_height=96, num_threads=1,
+                        device="cpu")  # gloo, also on a machine with GPUs
     m = train_map(load_split(scene, "train"), cfg, progress=False)
     rank = dist.get_rank()
     m.save(Path(out) / f"rank{rank}.safetensors")

@@ -90,3 +90,11 @@ def test_distributed_training_two_processes_gloo(tmp_path):
             assert torch.equal(a[k], b[k]), k
     first, last, world = (out / "rank0.loss").read_text().split()
     assert world == "2" and float(last) < float(first)
+
+
+def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
+    from seqace_ros.mapping.trainer import rank_device
+    assert rank_device(torch.device("cuda"), 1, 2) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cpu"), 3, 0) == torch.device("cpu")
+    with pytest.raises(RuntimeError, match=r"has 1.*--nproc_per_node=1.*device=cpu"):
+        rank_device(torch.device("cuda"), 1, 1)

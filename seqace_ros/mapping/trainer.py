@@ -33,16 +33,27 @@ from .loss import reprojection_loss, sequence_loss, tau_schedule
 log = logging.getLogger(__name__)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun, initialising the process group once."""
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size) under torchrun, initialising the process group once: nccl when the
+    training runs on CUDA, gloo on a CPU (also on a machine that has a GPU but trains on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def rank_device(device: torch.device, local_rank: int, gpus: int) -> torch.device:
+    """The CUDA device of one torchrun process: one GPU per process, as in ACE's DDP training."""
+    if device.type != "cuda":
+        return device
+    if local_rank >= gpus:
+        raise RuntimeError(
+            f"torchrun process {local_rank} has no GPU of its own: this machine has {gpus}. "
+            f"Start at most {gpus} per node (--nproc_per_node={gpus}), or train on the CPU (device=cpu)")
+    return torch.device("cuda", local_rank)
 
 
 def _scene_mean(frames: list[SceneFrame]) -> torch.Tensor:
@@ -83,11 +94,13 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
         raise ValueError("no mapping frames")
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
-    rank, world = _distributed()
     device = resolve_device(config.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "cuda":
+        # Before the process group: nccl needs each process on its own GPU.
+        device = rank_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count())
         torch.cuda.set_device(device)
+    rank, world = _distributed(device)
     torch.manual_seed(config.seed)
     t_start = time.perf_counter()
     if encoder is None:
