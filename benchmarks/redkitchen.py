@@ -41,7 +41,7 @@ def parse_budget(spec: str) -> tuple[str, dict]:
 
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
-               cells: list[int], map_path: Path | None = None) -> list[dict]:
+               cells: list[int], map_path: Path | None = None, device: str = "cpu") -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -60,7 +60,7 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
         budget = f"map {map_path.name}"
     else:
         name, over = parse_budget(budget)
-        cfg = profile(name, num_threads=threads, **over)
+        cfg = profile(name, num_threads=threads, **{"device": device, **over})
         t0 = time.perf_counter()
         scene_map = train_map(load_split(scene, "train"), cfg, progress=True)
         mapping_s = time.perf_counter() - t0
@@ -71,12 +71,12 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
     reports = []
     for num_cells in cells:
         reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads),
-                            device="cpu")
+                            device=device)
         results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}")
         report = summarize(results, method=f"seqace ({budget}, K={num_cells})", mapping_s=mapping_s,
                            mapping_config=cfg_dict, threads=threads, num_cells=num_cells,
                            head_precision=str(reloc.amp or "fp32"),
-                           encoder_precision=reloc.encoder.precision)
+                           encoder_precision=reloc.encoder.precision, device=str(reloc.device))
         if fp32_frames:
             # CPUs without bf16 units: encoder and head in fp32.
             r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=REPO / "results" / "redkitchen.json")
     ap.add_argument("--budgets", default="cpu", help="comma-separated mapping profiles (fast, cpu, gpu)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="where mapping and relocalization run: cpu (the targets), cuda or auto")
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
     ap.add_argument("--fp32-frames", type=int, default=100,
                     help="frames localized with encoder and head in fp32 (500: its accuracy too)")
@@ -114,10 +116,12 @@ def main() -> int:
     cells = [int(c) for c in args.cells.split(",") if c.strip()]
     rows = []
     for m in args.map:
-        rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m)
+        rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
+                           args.device)
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
     for budget in budgets:
-        rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells)
+        rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells,
+                           device=args.device)
     if args.peer != "none":
         from peer_structure import run_peer
         peer = run_peer(args.scene, features=args.peer, threads=args.threads)

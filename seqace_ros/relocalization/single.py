@@ -117,6 +117,8 @@ class Relocalizer:
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         enc = self.encoder.encode(image)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: time the encoder, not its launch
         t1 = time.perf_counter()
         timing["encoder"] = (t1 - t0) * 1000.0
         valid = torch.nonzero(enc.valid).squeeze(1)
