@@ -16,8 +16,10 @@ log = logging.getLogger("seqace")
 
 def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mapping")
-    g.add_argument("--profile", default="cpu", choices=["cpu", "fast", "gpu"],
-                   help="preset: cpu (default, ~6 min for 500 frames on 2 cores), fast, gpu (ACE's scale)")
+    g.add_argument("--profile", default="cpu", choices=["cpu", "fast", "quality", "gpu"],
+                   help="preset: cpu (default, ~6 min for 500 frames on 2 cores), fast (~2 min, "
+                        "less accurate), quality (~17 min on 2 cores, the most accurate on a CPU), "
+                        "gpu (ACE's scale, ~5 min on a GPU)")
     g.add_argument("--iterations", type=int, help="training iterations")
     g.add_argument("--head-width", type=int, help="width of the head's layers")
     g.add_argument("--head-blocks", type=int, help="residual blocks in the head")

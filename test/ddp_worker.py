@@ -16,6 +16,7 @@ def main(scene: str, out: str) -> None:
                         device="cpu")  # gloo, also on a machine with GPUs
     m = train_map(load_split(scene, "train"), cfg, progress=False)
     rank = dist.get_rank()
+    assert dist.get_backend() == "gloo", dist.get_backend()  # CPU training, also where CUDA exists
     m.save(Path(out) / f"rank{rank}.safetensors")
     hist = m.metadata["training"]["loss_history"]
     Path(out, f"rank{rank}.loss").write_text(f"{hist[0][1]} {hist[-1][1]} {dist.get_world_size()}")

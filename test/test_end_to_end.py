@@ -96,3 +96,16 @@ def test_wrong_map_file_is_refused_by_the_cli(room, tmp_path, capsys):
     rc = seqace(["-q", "evaluate", str(room), "--map", str(fake)])
     assert rc == 2
     assert "not a readable seqace_ros map" in capsys.readouterr().err
+
+
+def test_every_mapping_profile_is_offered_by_the_cli_and_overrides_apply(capsys):
+    from seqace_ros.cli import _mapping_config, build_parser
+    from seqace_ros.mapping.config import PROFILES
+
+    base = ["map", "scene", "--out", "m.safetensors", "--seed", "7", "--profile"]
+    for name, preset in PROFILES.items():
+        cfg = _mapping_config(build_parser().parse_args(base + [name]))
+        assert cfg.iterations == preset.iterations and cfg.seed == 7, name
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["best"])
+    assert "invalid choice: 'best'" in capsys.readouterr().err

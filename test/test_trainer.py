@@ -94,7 +94,9 @@ def test_distributed_training_two_processes_gloo(tmp_path):
 
 def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
     from seqace_ros.mapping.trainer import rank_device
-    assert rank_device(torch.device("cuda"), 1, 2) == torch.device("cuda", 1)
-    assert rank_device(torch.device("cpu"), 3, 0) == torch.device("cpu")
-    with pytest.raises(RuntimeError, match=r"has 1.*--nproc_per_node=1.*device=cpu"):
-        rank_device(torch.device("cuda"), 1, 1)
+    assert rank_device(torch.device("cuda"), 1, 2, 2) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cpu"), 3, 4, 0) == torch.device("cpu")
+    # Rank 0 fails too (it has a GPU, but would wait for rank 1 in the process group forever).
+    for local_rank in (0, 1):
+        with pytest.raises(RuntimeError, match=r"2 processes.*1 GPU.*--nproc_per_node=1.*device=cpu"):
+            rank_device(torch.device("cuda"), local_rank, 2, 1)

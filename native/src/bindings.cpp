@@ -22,9 +22,9 @@ namespace {
 // float32 input is converted (forcecast); anything else numeric too, so the check is on shape.
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-// Messages are built with std::to_string / snprintf, not iostreams: on one CUDA image (numpy
-// 2.5.2, libstdc++ 6.0.33) any ostream number insertion in this module segfaulted once numpy was
-// imported, taking the whole process down with it.
+// Messages are built with std::to_string / snprintf, not iostreams. A workaround: on one CUDA
+// image (numpy 2.5.2, libstdc++ 6.0.33) any ostream number insertion in this module segfaulted
+// once numpy was imported (cause not established; it looked like a libstdc++ mismatch).
 std::string shape_of(const DoubleArray& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));

@@ -45,14 +45,18 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def rank_device(device: torch.device, local_rank: int, gpus: int) -> torch.device:
-    """The CUDA device of one torchrun process: one GPU per process, as in ACE's DDP training."""
+def rank_device(device: torch.device, local_rank: int, local_world: int, gpus: int) -> torch.device:
+    """The CUDA device of one torchrun process: one GPU per process, as in ACE's DDP training.
+
+    Every process checks the node's process count (not only its own rank), so all of them fail
+    with the same message instead of some waiting in the process group for the others."""
     if device.type != "cuda":
         return device
-    if local_rank >= gpus:
+    if local_world > gpus:
         raise RuntimeError(
-            f"torchrun process {local_rank} has no GPU of its own: this machine has {gpus}. "
-            f"Start at most {gpus} per node (--nproc_per_node={gpus}), or train on the CPU (device=cpu)")
+            f"torchrun started {local_world} processes on this node but it has {gpus} GPU(s): "
+            f"one GPU per process. Start at most {gpus} per node (--nproc_per_node={gpus}), or "
+            "train on the CPU (device=cpu)")
     return torch.device("cuda", local_rank)
 
 
@@ -98,7 +102,8 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and device.type == "cuda":
         # Before the process group: nccl needs each process on its own GPU.
-        device = rank_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count())
+        device = rank_device(device, int(os.environ.get("LOCAL_RANK", "0")),
+                             int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count())
         torch.cuda.set_device(device)
     rank, world = _distributed(device)
     torch.manual_seed(config.seed)
