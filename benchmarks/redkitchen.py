@@ -95,7 +95,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--json", type=Path, default=REPO / "results" / "redkitchen.json")
-    ap.add_argument("--budgets", default="cpu", help="comma-separated mapping profiles (fast, cpu, gpu)")
+    ap.add_argument("--budgets", default="cpu", help="comma-separated mapping profiles (fast, cpu, quality, gpu)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu",
                     help="where mapping and relocalization run: cpu (the targets), cuda or auto")

@@ -162,7 +162,8 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         return estimate_pose(v.points2d, v.points3d, v.n, v.K, options);
       },
-      py::arg("points2d"), py::arg("points3d"), py::arg("K"), py::arg_v("options", RansacOptions(), "RansacOptions()"),
+      py::arg("points2d"), py::arg("points3d"), py::arg("K"),
+      py::arg_v("options", RansacOptions(), "RansacOptions()"),
       "Camera pose from 2D-3D correspondences (pixels, world points, 3x3 intrinsics).");
 
   m.def(

@@ -107,9 +107,9 @@ PROFILES = {
     "cpu": MappingConfig(),
     "fast": MappingConfig(head_width=256, buffer_size=600_000, iterations=2000),
     # The cpu recipe trained 3x longer: ~17 min for 500 frames on 2 cores. Recall keeps rising with
-    # iterations (redkitchen 5cm/2cm/1cm: 3000 it 94.6/63.4/22.6, 4000 95.2/66.2/20.2, 12000
-    # 97.8/73.2/35.2 and, seed 1, 95.4/69.8/31.0; benchmarks/README.md "Training longer"), so map
-    # with this when the minutes are available.
+    # iterations (redkitchen 5cm/2cm/1cm, means of 3 seeds: 4000 it 94.1/64.7/21.4, 12000
+    # 96.6/72.3/33.2; benchmarks/README.md "Training longer"), so map with this when the minutes
+    # are available.
     "quality": MappingConfig(iterations=12_000),
     # ACE's original scale and augmentation, for a GPU. Redkitchen on one H100: 274 s of mapping,
     # 99.8/95.6/69.2/30.8 at 10/5/2/1 cm (benchmarks/README.md, "On a GPU").
