@@ -3,6 +3,7 @@
 
     python benchmarks/redkitchen.py [--scene PATH] [--json OUT.json] [--budgets fast,cpu]
         [--threads 2] [--peer sift|xfeat|none] [--fp32-frames 100] [--cells 700,1000]
+        [--image-heights 480,384]   # relocalize at other heights than the map's (encoder cost ~ pixels)
     # a budget may override profile fields: --budgets "cpu,cpu:head_blocks=1,cpu:iterations=3000"
 
 For each mapping budget: map the 500 train frames (wall time), localize the 500 test frames
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import os
 import sys
 import time
@@ -41,7 +43,8 @@ def parse_budget(spec: str) -> tuple[str, dict]:
 
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
-               cells: list[int], map_path: Path | None = None, device: str = "cpu") -> list[dict]:
+               cells: list[int], map_path: Path | None = None, device: str = "cpu",
+               heights: list[int | None] = (None,)) -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -69,18 +72,22 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
         cfg_dict = cfg.to_dict()
     test = load_split(scene, "test")
     reports = []
-    for num_cells in cells:
-        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads),
+    for height, num_cells in itertools.product(heights, cells):
+        # height None: the map's own image height (what it was trained at)
+        at = f", H={height}" if height else ""
+        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
+                                                   image_height=height),
                             device=device)
-        results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}")
-        report = summarize(results, method=f"seqace ({budget}, K={num_cells})", mapping_s=mapping_s,
-                           mapping_config=cfg_dict, threads=threads, num_cells=num_cells,
+        results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}{at}")
+        report = summarize(results, method=f"seqace ({budget}, K={num_cells}{at})", mapping_s=mapping_s,
+                           mapping_config=cfg_dict, threads=threads, num_cells=num_cells, image_height=height,
                            head_precision=str(reloc.amp or "fp32"),
                            encoder_precision=reloc.encoder.precision, device=str(reloc.device))
         if fp32_frames:
             # CPUs without bf16 units: encoder and head in fp32.
             r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
-                                                     precision="fp32", encoder_precision="fp32"),
+                                                     precision="fp32", encoder_precision="fp32",
+                                                     image_height=height),
                               device="cpu")
             s32 = summarize(localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32"))
             report["fp32"] = {"frames": min(fp32_frames, len(test)), "timing_ms": s32["timing_ms"],
@@ -103,6 +110,9 @@ def main() -> int:
     ap.add_argument("--fp32-frames", type=int, default=100,
                     help="frames localized with encoder and head in fp32 (500: its accuracy too)")
     ap.add_argument("--cells", default="1000", help="comma-separated top-K cell counts to evaluate")
+    ap.add_argument("--image-heights", default="",
+                    help="comma-separated heights to relocalize at (default: the map's own); the "
+                         "encoder's cost grows with the pixel count")
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
@@ -114,14 +124,15 @@ def main() -> int:
     out_dir = args.json.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = [int(c) for c in args.cells.split(",") if c.strip()]
+    heights = [int(h) for h in args.image_heights.split(",") if h.strip()] or [None]
     rows = []
     for m in args.map:
         rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
-                           args.device)
+                           args.device, heights)
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
     for budget in budgets:
         rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells,
-                           device=args.device)
+                           device=args.device, heights=heights)
     if args.peer != "none":
         from peer_structure import run_peer
         peer = run_peer(args.scene, features=args.peer, threads=args.threads)
