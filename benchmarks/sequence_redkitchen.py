@@ -17,7 +17,9 @@ Per map, on the 500 query frames (recordings cut where the frame numbers jump, a
    the multi-frame RANSAC does with odometry, it is not a result of the method on images alone.
 
 Prints one table per map (recall at 10cm/5deg, 5cm/5deg, 2cm/2deg, 1cm/1deg; median errors;
-median total ms; median and p90 sequence overhead ms; decision paths) and writes JSON.
+median total ms; median and p90 sequence overhead ms; decision paths) and writes JSON. With several
+maps (e.g. seeds of single-trained and of sequence-trained maps) it also prints the mean recall per
+training and mode and the shares of the two ideas (`summary` in the JSON).
 
 What limits sequence mode here (measured with results/redkitchen_default.safetensors, 2026-11):
 - single-frame errors are strongly correlated from frame to frame (lag-1 correlation of the
@@ -199,26 +201,48 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
                      f" / {args.odometry_noise_deg:g} deg noise)"
                      + ("" if not over else " " + ", ".join(f"{k}={v}" for k, v in over.items())))
             rows.append(row_record(label, frames, fr, False, out))
+    train_cfg = scene_map.metadata.get("training", {}).get("config", {})
     return {"map": str(map_path), "frames": len(frames), "recordings": int(starts.sum()),
-            "cells": args.cells, "rows": rows}
+            "cells": args.cells, "trained": "sequence" if train_cfg.get("sequence") else "single",
+            "seed": train_cfg.get("seed"), "iterations": train_cfg.get("iterations"), "rows": rows}
 
 
-def print_table(result: dict) -> None:
-    print(f"\n{Path(result['map']).name}: {result['frames']} frames in {result['recordings']} recordings")
-    width = max(12, *(len(row["label"]) for row in result["rows"]))
-    head = (f"{'mode':{width}s} " + " ".join(f"{k:>9s}" for k in KEYS)
-            + f" {'med cm':>7s} {'med deg':>7s} {'total ms':>8s} {'seq ms':>7s} {'p90':>6s}")
-    print(head)
-    print("-" * len(head))
-    fmt = (lambda v, w, d: f"{'-':>{w}s}" if v is None else f"{v:{w}.{d}f}")
-    for row in result["rows"]:
-        print(f"{row['label']:{width}s} " + " ".join(f"{row['recall'][k]:9.1f}" for k in KEYS)
-              + f" {fmt(row['median_translation_cm'], 7, 2)} {fmt(row['median_rotation_deg'], 7, 2)}"
-              + f" {fmt(row['total_ms_median'], 8, 1)} {fmt(row['sequence_overhead_ms_median'], 7, 2)}"
-              + f" {fmt(row['sequence_overhead_ms_p90'], 6, 1)}")
-    for row in result["rows"]:
-        if "paths" in row:
-            print(f"  paths, {row['label']}: {row['paths']}")
+def summarize_maps(results: list[dict]) -> dict:
+    """Mean recall per (training, mode) over the maps given, and the shares of the two ideas.
+
+    Maps are grouped by how they were trained (the cross-frame loss on or off, read from their
+    metadata); with several seeds per group the means and the shares below are what separates the
+    ideas from training noise. Shares are differences of means against single-trained maps read in
+    single-frame mode: "loss" (sequence-trained, single mode), "relocalizer" (single-trained,
+    sequence mode) and "both".
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for res in results:
+        for row in res["rows"]:
+            if row["label"] in ("single-frame", "sequence"):
+                groups.setdefault((res["trained"], row["label"]), []).append(row["recall"])
+    means = {f"{t}-trained/{m}": {"maps": len(v), "recall": {k: float(np.mean([r[k] for r in v]))
+                                                               for k in KEYS},
+                                  "spread": {k: [float(min(r[k] for r in v)), float(max(r[k] for r in v))]
+                                             for k in KEYS}}
+             for (t, m), v in sorted(groups.items())}
+    base = means.get("single-trained/single-frame")
+    shares = {}
+    for name, key in (("loss", "sequence-trained/single-frame"),
+                      ("relocalizer", "single-trained/sequence"), ("both", "sequence-trained/sequence")):
+        if base and key in means:
+            shares[name] = {k: means[key]["recall"][k] - base["recall"][k] for k in KEYS}
+    return {"means": means, "shares": shares}
+
+
+def print_summary(summary: dict) -> None:
+    print("\nmean over maps, with the spread (min-max) across them")
+    print(f"{'training / mode':32s} {'maps':>4s} " + " ".join(f"{k:>17s}" for k in KEYS))
+    for name, g in summary["means"].items():
+        print(f"{name:32s} {g['maps']:4d} " + " ".join(
+            f"{g['recall'][k]:5.1f} ({g['spread'][k][0]:4.1f}-{g['spread'][k][1]:4.1f})" for k in KEYS))
+    for name, d in summary["shares"].items():
+        print(f"{'share: ' + name:32s} {'':4s} " + " ".join(f"{d[k]:+17.1f}" for k in KEYS))
 
 
 def main() -> None:
@@ -251,6 +275,9 @@ def main() -> None:
         result = run_map(m, args.scene, args)
         out["maps"].append(result)
         print_table(result)
+    if len(out["maps"]) > 1:
+        out["summary"] = summarize_maps(out["maps"])
+        print_summary(out["summary"])
     out["load_average_1min_end"] = os.getloadavg()[0]
     print(f"\nload average (1 min) at start / end: {out['load_average_1min_start']:.1f} / "
           f"{out['load_average_1min_end']:.1f} on {out['cpu_count']} CPUs")
