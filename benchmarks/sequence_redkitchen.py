@@ -245,6 +245,24 @@ def print_summary(summary: dict) -> None:
         print(f"{'share: ' + name:32s} {'':4s} " + " ".join(f"{d[k]:+17.1f}" for k in KEYS))
 
 
+def print_table(result: dict) -> None:
+    print(f"\n{Path(result['map']).name}: {result['frames']} frames in {result['recordings']} recordings")
+    width = max(12, *(len(row["label"]) for row in result["rows"]))
+    head = (f"{'mode':{width}s} " + " ".join(f"{k:>9s}" for k in KEYS)
+            + f" {'med cm':>7s} {'med deg':>7s} {'total ms':>8s} {'seq ms':>7s} {'p90':>6s}")
+    print(head)
+    print("-" * len(head))
+    fmt = (lambda v, w, d: f"{'-':>{w}s}" if v is None else f"{v:{w}.{d}f}")
+    for row in result["rows"]:
+        print(f"{row['label']:{width}s} " + " ".join(f"{row['recall'][k]:9.1f}" for k in KEYS)
+              + f" {fmt(row['median_translation_cm'], 7, 2)} {fmt(row['median_rotation_deg'], 7, 2)}"
+              + f" {fmt(row['total_ms_median'], 8, 1)} {fmt(row['sequence_overhead_ms_median'], 7, 2)}"
+              + f" {fmt(row['sequence_overhead_ms_p90'], 6, 1)}")
+    for row in result["rows"]:
+        if "paths" in row:
+            print(f"  paths, {row['label']}: {row['paths']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--map", type=Path, action="append",

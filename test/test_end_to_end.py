@@ -109,3 +109,28 @@ def test_every_mapping_profile_is_offered_by_the_cli_and_overrides_apply(capsys)
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["best"])
     assert "invalid choice: 'best'" in capsys.readouterr().err
+
+
+def test_sequence_benchmark_runs_on_two_maps_and_writes_the_summary(room, room_map, tmp_path,
+                                                                     monkeypatch, capsys):
+    """benchmarks/sequence_redkitchen.py end to end (a few frames): tables, summary and JSON."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sequence_redkitchen
+
+    out = tmp_path / "seq.json"
+    monkeypatch.setattr(sys, "argv", ["sequence_redkitchen.py", "--scene", str(room), "--map",
+                                      str(room_map), "--map", str(room_map), "--limit", "8",
+                                      "--cells", "500", "--json", str(out)])
+    sequence_redkitchen.main()
+    printed = capsys.readouterr().out
+    assert "share: relocalizer" in printed
+    data = json.loads(out.read_text())
+    assert [m["trained"] for m in data["maps"]] == ["single", "single"]
+    means = data["summary"]["means"]["single-trained/single-frame"]
+    assert means["maps"] == 2 and 0.0 <= means["recall"]["10cm_5deg"] <= 100.0
+    # the same map twice: the single-frame rows agree frame for frame
+    a, b = (m["rows"][0]["per_frame"] for m in data["maps"])
+    assert [f["name"] for f in a] == [f["name"] for f in b]
