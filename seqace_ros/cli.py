@@ -61,6 +61,9 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("relocalization")
     g.add_argument("--cells", type=int, default=1000, help="salient cells used per image (top-K)")
     g.add_argument("--min-inliers", type=int, default=None)
+    g.add_argument("--image-height", type=int, default=None,
+                   help="rows images are resized to before the encoder (default: the map's own; "
+                        "smaller is faster, e.g. 384 for a 480-row map)")
     g.add_argument("--reloc-device", default="auto")
     g.add_argument("--encoder-precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32")
@@ -70,7 +73,8 @@ def _reloc_config(args):
     from .relocalization import RelocConfig
 
     cfg = RelocConfig(num_cells=args.cells,
-                      encoder_precision=getattr(args, "encoder_precision", "auto"))
+                      encoder_precision=getattr(args, "encoder_precision", "auto"),
+                      image_height=getattr(args, "image_height", None))
     if args.min_inliers is not None:
         cfg = replace(cfg, min_inliers=args.min_inliers)
     if getattr(args, "threads", None):

@@ -46,6 +46,17 @@ def test_relocalizes_the_small_room_accurately(room, room_map):
     assert report["median_translation_cm"] < 5.0, report
 
 
+def test_relocalizes_below_the_height_the_map_was_trained_at(room, room_map):
+    """RelocConfig.image_height: fewer rows through the encoder (faster) still localize; the
+    mapping's scale augmentation (0.8-1.25) covers 192 of 240 rows."""
+    reloc = Relocalizer(load_map(room_map), RelocConfig(num_cells=500, image_height=192), device="cpu")
+    assert reloc.encoder.image_height == 192
+    report = summarize(localize_frames(reloc.localize, load_split(room, "test"), progress=False))
+    assert report["recall"]["10cm_5deg"] >= 70.0, report
+    with pytest.raises(ValueError, match="image_height 64 < 96"):
+        RelocConfig(image_height=64).validate()
+
+
 def test_localized_poses_carry_a_well_formed_covariance(room, room_map):
     reloc = Relocalizer(load_map(room_map), RelocConfig(num_cells=500), device="cpu")
     f = load_split(room, "test")[5]

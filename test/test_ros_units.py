@@ -42,6 +42,8 @@ def test_every_parameter_default_passes_its_own_check():
     ("mode", "batch", "must be one of single, sequence"),
     ("num_cells", 10, "must be >= 50"),
     ("num_cells", True, "must be a int"),
+    ("image_height", 50, "0 (the map's own) or at least 96"),
+    ("image_height", -1, "must be >= 0"),
     ("transform_tolerance", -0.5, "must be >= 0.0"),
     ("transform_tolerance", "soon", "must be a float"),
     ("map_frame", "", "must not be empty"),
@@ -198,6 +200,12 @@ def test_engine_never_passes_on_a_pose_without_a_well_formed_covariance():
     good = RelocResult(status="localized", pose_c2w=np.eye(4), covariance=np.eye(6) * 1e-4, num_inliers=80)
     engine._reloc = _FakeReloc(good)
     assert engine.localize(img, K) is good
+
+
+def test_engine_passes_image_height_to_the_relocalizer_only_when_set():
+    assert LocalizationEngine(EngineSettings())._config().image_height is None
+    cfg = LocalizationEngine(EngineSettings(num_cells=700, image_height=384))._config()
+    assert (cfg.num_cells, cfg.image_height) == (700, 384)
 
 
 def test_engine_refuses_missing_or_broken_map_files(tmp_path):

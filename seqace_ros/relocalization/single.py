@@ -21,6 +21,10 @@ from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
 
 
+# Below this the stride-8 grid has too few cells for RANSAC to work with.
+MIN_IMAGE_HEIGHT = 96
+
+
 @dataclass
 class RelocConfig:
     num_cells: int = 1000  # top-K salient cells (SeqACE: ~1000 keypoints)
@@ -48,7 +52,10 @@ class RelocConfig:
     # Encoder precision: auto = bf16 on CPUs with bf16 units (measured on redkitchen: as accurate
     # as fp32, encoder ~25% faster), fp16 on CUDA, else fp32.
     encoder_precision: str = "auto"
-    image_height: int | None = None  # None: the map's
+    # Rows the image is resized to before the encoder; None: the map's (what it was trained at).
+    # Smaller is faster: a 480-row redkitchen map read at 384 rows cost 11% less per frame at about
+    # the same recall; at 320 rows recall fell (benchmarks/README.md, "lower resolution").
+    image_height: int | None = None
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "RelocConfig":
@@ -65,6 +72,8 @@ class RelocConfig:
             problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
         if self.encoder_precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"encoder_precision {self.encoder_precision!r} is not auto/fp32/bf16/fp16")
+        if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
+            problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
         if problems:
             raise ValueError("invalid relocalization settings: " + "; ".join(problems))
         return self

@@ -32,6 +32,7 @@ class EngineSettings:
     mode: str = "single"
     device: str = "auto"
     num_cells: int = 1000
+    image_height: int = 0  # 0: the map's own
 
 
 class LocalizationEngine:
@@ -57,6 +58,8 @@ class LocalizationEngine:
 
         names = {f.name for f in fields(RelocConfig)}
         kwargs = {"num_cells": self.settings.num_cells} if "num_cells" in names else {}
+        if self.settings.image_height and "image_height" in names:
+            kwargs["image_height"] = self.settings.image_height
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
