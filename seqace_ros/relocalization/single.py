@@ -53,8 +53,9 @@ class RelocConfig:
     # as fp32, encoder ~25% faster), fp16 on CUDA, else fp32.
     encoder_precision: str = "auto"
     # Rows the image is resized to before the encoder; None: the map's (what it was trained at).
-    # Smaller is faster: a 480-row redkitchen map read at 384 rows cost 11% less per frame at about
-    # the same recall; at 320 rows recall fell (benchmarks/README.md, "lower resolution").
+    # Smaller is faster: 480-row redkitchen maps read at 384 rows cost 11-14% less per frame and
+    # ~1 point at 5cm/5deg (mean of 3 maps); at 320 rows recall fell sharply (benchmarks/README.md,
+    # "lower resolution").
     image_height: int | None = None
     extra: dict = field(default_factory=dict)
 
