@@ -66,6 +66,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_height", 0, "Rows images are resized to before the encoder; 0: the map's own (480 for "
               "maps made here). Smaller is faster: 384 costs 11-14% less per frame and ~1 point of recall at "
               "5 cm on redkitchen.", min_value=0, max_value=4096, read_only=True,
+              # 96: RelocConfig's floor (relocalization.single.MIN_IMAGE_HEIGHT), kept literal so
+              # this table imports without torch
               check=lambda v: None if v == 0 or v >= 96 else
               f"image_height must be 0 (the map's own) or at least 96; got {v}"),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
