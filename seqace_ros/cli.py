@@ -29,6 +29,9 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--targets", choices=["keypoint", "center"], help="2D target of a cell")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    g.add_argument("--backend", choices=["auto", "torch", "openvino"],
+                   help="inference backend of the encoder while the buffer is built (training is torch); "
+                        "auto: OpenVINO on a CPU where installed")
     g.add_argument("--seed", type=int)
     g.add_argument("--sequence", action=argparse.BooleanOptionalAction, default=False,
                    help="SeqACE's cross-frame loss: match each mapping frame to its keyframe "
@@ -47,7 +50,7 @@ def _mapping_config(args):
         "iterations": args.iterations, "head_width": args.head_width, "head_blocks": args.head_blocks,
         "buffer_size": args.buffer_size, "batch_size": args.batch_size, "targets": args.targets,
         "precision": args.precision, "seed": args.seed, "device": args.device,
-        "num_threads": args.threads}.items() if v is not None}
+        "num_threads": args.threads, "backend": args.backend}.items() if v is not None}
     if args.no_augment:
         over["augment"] = False
     if args.sequence:
@@ -67,6 +70,9 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reloc-device", default="auto")
     g.add_argument("--encoder-precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32")
+    g.add_argument("--reloc-backend", default="auto", choices=["auto", "torch", "openvino"],
+                   help="inference backend of the encoder and the head; auto: OpenVINO on a CPU where "
+                        "installed, else torch")
 
 
 def _reloc_config(args):
@@ -77,8 +83,9 @@ def _reloc_config(args):
                       image_height=getattr(args, "image_height", None))
     if args.min_inliers is not None:
         cfg = replace(cfg, min_inliers=args.min_inliers)
+    cfg = replace(cfg, backend=getattr(args, "reloc_backend", "auto"))
     if getattr(args, "threads", None):
-        cfg = replace(cfg, ransac_threads=args.threads)
+        cfg = replace(cfg, ransac_threads=args.threads, threads=args.threads)
     return cfg.validate()
 
 

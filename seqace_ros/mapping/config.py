@@ -60,6 +60,8 @@ class MappingConfig:
     # Runtime
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    # Encoder backend while the buffer is built (seqace_ros/inference.py); training is always torch.
+    backend: str = "auto"
     num_threads: int | None = None  # torch threads; None = leave as is
     seed: int = 2089
     map_points: int = 20000  # scene points stored in the map for visualisation
@@ -90,6 +92,8 @@ class MappingConfig:
             problems.append(f"targets {self.targets!r} is not 'keypoint' or 'center'")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
+        if self.backend not in ("auto", "torch", "openvino"):
+            problems.append(f"backend {self.backend!r} is not auto/torch/openvino")
         if not 0.0 <= self.salient_share <= 1.0:
             problems.append(f"salient_share {self.salient_share} outside [0, 1]")
         if self.sequence_weight < 0:

@@ -112,7 +112,8 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
         # Eager mode: augmentation makes many input sizes, and tracing costs seconds per size.
         # fp32 features on a CPU: every map so far was trained on them (bf16 training is unmeasured).
         encoder = build_encoder(config.encoder, device=device, image_height=config.image_height,
-                                optimize=False, precision="fp32" if device.type == "cpu" else "auto")
+                                optimize=False, precision="fp32" if device.type == "cpu" else "auto",
+                                backend=config.backend)
     links, match_summary, match_seconds = None, None, 0.0
     if config.sequence:
         t0 = time.perf_counter()

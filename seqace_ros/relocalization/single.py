@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
+from ..head import HeadTrunk
+from ..inference import BACKENDS, compile_for_cpu
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
@@ -57,6 +59,10 @@ class RelocConfig:
     # ~1 point at 5cm/5deg (mean of 3 maps); at 320 rows recall fell sharply (benchmarks/README.md,
     # "lower resolution").
     image_height: int | None = None
+    # Inference backend of the encoder and the head: auto (OpenVINO on a CPU where it is installed,
+    # else torch) | torch | openvino (seqace_ros/inference.py).
+    backend: str = "auto"
+    threads: int = 0  # CPU threads of the networks; 0: torch's current thread count
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "RelocConfig":
@@ -73,6 +79,10 @@ class RelocConfig:
             problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
         if self.encoder_precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"encoder_precision {self.encoder_precision!r} is not auto/fp32/bf16/fp16")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend {self.backend!r} is not one of {'/'.join(BACKENDS)}")
+        if self.threads < 0:
+            problems.append(f"threads {self.threads} < 0 (0: torch's current thread count)")
         if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
             problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
         if problems:
@@ -91,12 +101,20 @@ class Relocalizer:
         height = self.config.image_height or enc_meta.get("image_height") or 480
         self.encoder = encoder or build_encoder(scene_map.encoder_name, device=self.device,
                                                 image_height=height,
-                                                precision=self.config.encoder_precision)
+                                                precision=self.config.encoder_precision,
+                                                backend=self.config.backend, threads=self.config.threads)
         # Refuse a map made for another encoder or with other weights before it is used.
         check_encoder(scene_map.metadata, self.encoder.describe())
         self.map = scene_map
         self.head = scene_map.head.to(self.device).eval()
         self.amp = autocast_dtype(self.config.precision, self.device)
+        self._trunk = None  # the head's compiled trunk when the backend is not torch
+        if getattr(self.encoder, "backend", "torch") == "openvino":
+            example = torch.zeros(self.config.num_cells, self.head.in_dim)
+            self._trunk = compile_for_cpu(HeadTrunk(self.head), example,
+                                          "bf16" if self.amp == torch.bfloat16 else "fp32",
+                                          self.config.threads or torch.get_num_threads(),
+                                          dynamic_axes=(0,))
         self.use_keypoints = scene_map.metadata.get("targets", "keypoint") == "keypoint"
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
@@ -115,6 +133,10 @@ class Relocalizer:
 
     @torch.no_grad()
     def regress(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C) encoder features -> (N, 3) scene coordinates (fp32)."""
+        if self._trunk is not None:
+            (hidden,) = self._trunk(features.numpy())
+            return self.head.decode(torch.from_numpy(hidden))
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             return self.head(features).float()
 
@@ -187,4 +209,5 @@ class Relocalizer:
 
     def describe(self) -> dict:
         return {"config": asdict(self.config), "device": str(self.device),
-                "precision": str(self.amp or "fp32"), "encoder": self.encoder.describe()}
+                "precision": str(self.amp or "fp32"), "encoder": self.encoder.describe(),
+                "backend": "openvino" if self._trunk is not None else "torch"}

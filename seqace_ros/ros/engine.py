@@ -33,6 +33,8 @@ class EngineSettings:
     device: str = "auto"
     num_cells: int = 1000
     image_height: int = 0  # 0: the map's own
+    backend: str = "auto"
+    threads: int = 0  # 0: all cores
 
 
 class LocalizationEngine:
@@ -60,10 +62,18 @@ class LocalizationEngine:
         kwargs = {"num_cells": self.settings.num_cells} if "num_cells" in names else {}
         if self.settings.image_height and "image_height" in names:
             kwargs["image_height"] = self.settings.image_height
+        kwargs["backend"] = self.settings.backend
+        if self.settings.threads:
+            kwargs.update(threads=self.settings.threads, ransac_threads=self.settings.threads)
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
         from ..relocalization import Relocalizer
+
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
 
         single = Relocalizer(scene_map, self._config(), device=self.settings.device)
         if mode != "sequence":

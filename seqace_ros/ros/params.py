@@ -70,6 +70,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               # this table imports without torch
               check=lambda v: None if v == 0 or v >= 96 else
               f"image_height must be 0 (the map's own) or at least 96; got {v}"),
+    ParamSpec("backend", "auto", "Inference backend of the networks: auto (OpenVINO on a CPU where it is "
+              "installed, else torch), torch or openvino.", choices=("auto", "torch", "openvino"), read_only=True),
+    ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
+              "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
+              min_value=0, max_value=256, read_only=True),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
               allow_empty=False, frame=True),
     ParamSpec("odom_frame", "", "Odometry frame: when set, publish map -> odom (REP-105) using odom -> camera "

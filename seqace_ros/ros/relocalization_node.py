@@ -62,7 +62,8 @@ class RelocalizationNode(Node):
         self.p = self._declare_parameters()
         self.stats = NodeStats()
         self.engine = LocalizationEngine(EngineSettings(self.p["mode"], self.p["device"], self.p["num_cells"],
-                                                        self.p["image_height"]))
+                                                        self.p["image_height"], self.p["backend"],
+                                                        self.p["threads"]))
         self._state_lock = threading.Lock()
         self._camera_info = None
         self._camera_model: CameraModel | None = None

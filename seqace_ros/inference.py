@@ -1,0 +1,99 @@
+"""Inference backends for the frozen networks (the encoder, and the head at relocalization time).
+
+``torch`` runs the modules as they are (TorchScript on a CPU, fp16 on CUDA). ``openvino`` converts
+the same modules at load time (no files, nothing unpickled) and runs them with OpenVINO's CPU
+plugin, which keeps the cores' vector and matrix units busy at the small shapes a single frame
+has (benchmarks/backends.py measures both on the same map). ``auto`` picks OpenVINO on a CPU
+where it is installed, torch everywhere else. Training always runs in torch: it needs gradients.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "torch", "openvino")
+
+
+class BackendError(ValueError):
+    """An inference backend that cannot be used here; the message says why and what to do."""
+
+
+@lru_cache(maxsize=1)
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will run: ``auto`` becomes ``openvino`` on a CPU that has it, else ``torch``."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "openvino" if device.type == "cpu" and openvino_available() else "torch"
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise BackendError(f"the openvino backend runs on the CPU, not {device}: use backend "
+                               "'torch' (or 'auto') on a GPU")
+        if not openvino_available():
+            raise BackendError("backend 'openvino' needs the openvino package: pip install openvino "
+                               "(or use backend 'torch')")
+    return backend
+
+
+@lru_cache(maxsize=1)
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def convert(module: torch.nn.Module, example: torch.Tensor, dynamic_axes: Sequence[int] = ()):
+    """``module`` as an OpenVINO model, traced with ``example``; ``dynamic_axes`` are the input
+    dimensions that may change from call to call (the head's cell count, the encoder's image size)."""
+    import openvino as ov
+
+    shape = [-1 if i in dynamic_axes else n for i, n in enumerate(example.shape)]
+    with torch.no_grad():
+        return ov.convert_model(module.eval(), example_input=example, input=[ov.PartialShape(shape)])
+
+
+def compile_model(model, precision: str, threads: int) -> "OpenVinoModel":
+    """Compile a converted model for the CPU. ``precision``: ``bf16`` (OpenVINO keeps fp32 where the
+    CPU lacks bf16 units) or ``fp32``; ``threads`` > 0 caps its threads."""
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        # Unpinned threads move to whichever core is free when another process is busy; pinned
+        # ones wait for their own core.
+        "ENABLE_CPU_PINNING": False,
+    }
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return OpenVinoModel(_core().compile_model(model, "CPU", config))
+
+
+def compile_for_cpu(module: torch.nn.Module, example: torch.Tensor, precision: str, threads: int,
+                    dynamic_axes: Sequence[int] = ()) -> "OpenVinoModel":
+    """``convert`` then ``compile_model``."""
+    return compile_model(convert(module, example, dynamic_axes), precision, threads)
+
+
+class OpenVinoModel:
+    """A compiled model with one infer request; outputs are copied out (the request reuses its buffers)."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        self._request = compiled.create_infer_request()
+
+    def __call__(self, *inputs: np.ndarray) -> Sequence[np.ndarray]:
+        self._request.infer([np.ascontiguousarray(x, dtype=np.float32) for x in inputs])
+        return [np.array(self._request.get_output_tensor(i).data, copy=True)
+                for i in range(len(self.compiled.outputs))]

@@ -1,0 +1,119 @@
+"""Inference backends: OpenVINO gives what torch gives (encoder, head, whole relocalizer), within
+stated tolerances, and the backend setting is resolved and refused clearly."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from seqace_ros.encoder import EncoderError, XFeatEncoder
+from seqace_ros.head import HeadTrunk, SceneHead
+from seqace_ros.inference import BackendError, compile_for_cpu, openvino_available, resolve_backend
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+
+
+def test_backend_setting_is_resolved_and_bad_values_are_refused():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("torch", cpu) == "torch"
+    assert resolve_backend("auto", cuda) == "torch"
+    assert resolve_backend("auto", cpu) == ("openvino" if openvino_available() else "torch")
+    with pytest.raises(BackendError, match="choose one of"):
+        resolve_backend("tensorrt", cpu)
+    with pytest.raises(BackendError, match="runs on the CPU"):
+        resolve_backend("openvino", cuda)
+    with pytest.raises(EncoderError, match="choose one of"):
+        XFeatEncoder(device="cpu", backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    torch_fp32 = XFeatEncoder(device="cpu", precision="fp32", backend="torch")
+    ov_fp32 = XFeatEncoder(device="cpu", precision="fp32", backend="openvino")
+    ov_bf16 = XFeatEncoder(device="cpu", precision="bf16", backend="openvino")
+    return torch_fp32, ov_fp32, ov_bf16
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).norm(dim=1) / b.norm(dim=1).clamp(min=1e-6)
+
+
+@needs_openvino
+@pytest.mark.parametrize("shape", [(480, 640), (240, 320), (300, 517)])
+def test_openvino_encoder_equals_torch_at_every_image_size(encoders, texture, shape):
+    """One compiled model serves every size; fp32 equals torch to rounding, bf16 within the few
+    percent that torch's own bf16 path differs by (test_encoder.py)."""
+    torch_fp32, ov_fp32, ov_bf16 = encoders
+    img = texture(*shape, seed=shape[1])
+    ref, a, b = torch_fp32.encode(img), ov_fp32.encode(img), ov_bf16.encode(img)
+    assert ov_fp32.backend == "openvino" and ov_fp32.describe()["backend"] == "openvino"
+    assert a.features.shape == ref.features.shape and a.grid_hw == ref.grid_hw
+    assert float(_relative(a.features, ref.features).max()) < 1e-3
+    assert torch.allclose(a.saliency, ref.saliency, rtol=1e-3, atol=1e-5)
+    assert float((a.keypoints == ref.keypoints).all(dim=1).float().mean()) > 0.99
+    assert torch.equal(a.valid, ref.valid) and torch.equal(a.centers, ref.centers)
+    assert float(_relative(b.features, ref.features).median()) < 0.03
+    k = min(500, ref.saliency.numel() // 2)
+    top_ref = set(torch.topk(ref.saliency, k).indices.tolist())
+    assert len(top_ref & set(torch.topk(b.saliency, k).indices.tolist())) > 0.8 * k
+
+
+@needs_openvino
+def test_openvino_head_trunk_equals_torch_for_any_cell_count():
+    torch.manual_seed(0)
+    head = SceneHead(width=128, num_blocks=2, mean=torch.tensor([1.0, -2.0, 3.0])).eval()
+    x = torch.randn(700, 64)
+    f32 = compile_for_cpu(HeadTrunk(head), x, "fp32", 2, dynamic_axes=(0,))
+    bf16 = compile_for_cpu(HeadTrunk(head), x, "bf16", 2, dynamic_axes=(0,))
+    with torch.no_grad():
+        for n in (700, 37, 2000):
+            xs = torch.randn(n, 64)
+            ref = head(xs)
+            out32 = head.decode(torch.from_numpy(f32(xs.numpy())[0]))
+            out16 = head.decode(torch.from_numpy(bf16(xs.numpy())[0]))
+            assert out32.shape == (n, 3)
+            assert float((out32 - ref).abs().max()) < 1e-4
+            # bf16 rounds the hidden layers only; the output layer and the mean stay fp32.
+            assert float(((out16 - ref).norm(dim=1) / (ref - head.mean).norm(dim=1)).median()) < 0.05
+
+
+@needs_openvino
+def test_relocalization_results_equal_across_backends(tmp_path_factory):
+    """The same map localized with torch and with OpenVINO (both fp32): the same frames localized,
+    poses equal to millimetres (features agree to ~1e-5; RANSAC's refinement of a coarse tiny map
+    moves by a little more than that)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "ros_support"))
+    try:
+        from tiny_map import build_tiny_scene
+    finally:
+        sys.path.pop(0)
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.mapfile import load_map
+    from seqace_ros.relocalization import RelocConfig, Relocalizer
+
+    # The ROS tests' tiny map: same folder, so a session builds it once.
+    cache = os.environ.get("SEQACE_TEST_CACHE") or tmp_path_factory.getbasetemp() / "ros_tiny_map"
+    tiny = build_tiny_scene(Path(cache))
+    scene_map = load_map(tiny.map_path)
+    frames = load_split(tiny.scene_dir, "test")[:8]
+    results = {}
+    for backend in ("torch", "openvino"):
+        cfg = RelocConfig(num_cells=600, backend=backend, precision="fp32", encoder_precision="fp32",
+                          min_inliers=30)
+        reloc = Relocalizer(scene_map, cfg, device="cpu")
+        assert reloc.describe()["backend"] == backend
+        images = [f.load_image() for f in frames]
+        results[backend] = [reloc.localize(im, f.intrinsics(im.shape[1], im.shape[0]))
+                            for im, f in zip(images, frames)]
+    assert any(r.localized for r in results["torch"])
+    for a, b in zip(results["torch"], results["openvino"]):
+        assert a.localized == b.localized
+        if a.localized:
+            assert np.abs(a.pose_c2w[:3, 3] - b.pose_c2w[:3, 3]).max() < 5e-3
+            assert abs(a.num_inliers - b.num_inliers) <= max(3, 0.02 * a.num_inliers)
