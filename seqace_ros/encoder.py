@@ -108,8 +108,12 @@ def prepare_image(gray: np.ndarray, image_height: int | None, device: torch.devi
     if (Hp, Wp) != (H1, W1):
         # Replicated borders keep XFeat's instance normalisation close to the unpadded statistics.
         gray = cv2.copyMakeBorder(gray, 0, Hp - H1, 0, Wp - W1, cv2.BORDER_REPLICATE)
-    t = torch.from_numpy(np.ascontiguousarray(gray)).to(device)
-    t = t.float().div_(255.0)[None, None]
+    if device.type == "cpu":
+        # numpy, not torch: a torch op of this size wakes the OpenMP pool, which costs more than
+        # the work when other threads (the inference backend's, other processes') hold the cores.
+        t = torch.from_numpy(np.divide(gray, np.float32(255.0), dtype=np.float32))[None, None]
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(gray)).to(device).float().div_(255.0)[None, None]
     return PreparedImage(t, W1 / W0, H1 / H0, (H1, W1), (H0, W0))
 
 
