@@ -49,6 +49,14 @@ def load_queries(scene: Path, limit: int):
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args) -> dict:
     if args.map:
         map_path, scene = Path(args.map), Path(args.scene)
@@ -72,7 +80,8 @@ def run(args) -> dict:
     out_dir = Path(args.workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = write_params(out_dir / "params.yaml", {"map_path": str(map_path), "mode": args.mode, "device": "cpu",
-                                                    "num_cells": args.cells, "tf_publish_rate": 20.0})
+                                                    "num_cells": args.cells, "tf_publish_rate": 20.0,
+                                                    "backend": args.backend, "threads": args.threads})
     proc = NodeProcess(params, env, out_dir / "node.log",
                        ["-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"])
     rclpy.init()
@@ -133,11 +142,14 @@ def run(args) -> dict:
     period = 1.0 / args.rate
     start = time.perf_counter()
     next_t, next_rss, i = start, start, 0
+    cpu_start = None
     total = args.warmup + args.duration
     while True:
         now = time.perf_counter()
         if now - start >= total:
             break
+        if cpu_start is None and now - start >= args.warmup:
+            cpu_start = cpu_seconds(proc.proc.pid)
         if now >= next_rss:
             rss.append((now - start, rss_mb(proc.proc.pid)))
             next_rss += 1.0
@@ -155,6 +167,7 @@ def run(args) -> dict:
             sent[stamp] = t_pub
         i += 1
         next_t += period
+    cpu_used = cpu_seconds(proc.proc.pid) - (cpu_start or 0.0)
     time.sleep(2.0)
     spinning = False
     spin_thread.join()
@@ -175,6 +188,10 @@ def run(args) -> dict:
         "mode": args.mode, "input_rate_hz": args.rate, "duration_s": args.duration,
         "frames_sent": len(sent), "frames_processed": len(pairs), "frames_localized": int(localized),
         "sustained_fps": len(pairs) / args.duration,
+        "backend": args.backend, "threads": args.threads,
+        # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
+        "cpu_ms_per_frame": 1000.0 * cpu_used / len(pairs) if pairs else None,
+        "cpu_cores_busy": cpu_used / args.duration,
         "latency_ms": {"median": float(np.median(lat)) if len(lat) else None,
                        "p95": float(np.percentile(lat, 95)) if len(lat) else None,
                        "max": float(lat.max()) if len(lat) else None},
@@ -191,6 +208,8 @@ def table(r: dict) -> str:
         ("input rate", f"{r['input_rate_hz']:.0f} Hz for {r['duration_s']:.0f} s ({r['frames_sent']} frames)"),
         ("processed / localized", f"{r['frames_processed']} / {r['frames_localized']}"),
         ("sustained rate", f"{r['sustained_fps']:.1f} fps"),
+        ("node CPU per answered frame", f"{r['cpu_ms_per_frame']:.1f} ms ({r['cpu_cores_busy']:.2f} cores busy)"
+         if r.get("cpu_ms_per_frame") is not None else "n/a"),
         ("latency median / p95 / max", "{median:.0f} / {p95:.0f} / {max:.0f} ms".format(**r["latency_ms"])
          if r["latency_ms"]["median"] is not None else "n/a"),
         ("RSS start / end / max", "{start:.0f} / {end:.0f} / {max:.0f} MB".format(**r["rss_mb"])
@@ -211,6 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=100, help="distinct query images to cycle through")
     ap.add_argument("--mode", default="single", choices=["single", "sequence"])
     ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
+    ap.add_argument("--threads", type=int, default=0, help="the node's threads parameter (0: all cores)")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")
     ap.add_argument("--workdir", default=str(REPO / "results" / "ros_node_latency"))
     ap.add_argument("--json", default=str(REPO / "results" / "ros_node_latency.json"))

@@ -117,3 +117,24 @@ def test_relocalization_results_equal_across_backends(tmp_path_factory):
         if a.localized:
             assert np.abs(a.pose_c2w[:3, 3] - b.pose_c2w[:3, 3]).max() < 5e-3
             assert abs(a.num_inliers - b.num_inliers) <= max(3, 0.02 * a.num_inliers)
+
+
+def _run_python(code: str, **env) -> str:
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                          check=True, timeout=120).stdout.strip()
+
+
+def test_entry_points_make_openmp_threads_sleep_unless_the_user_chose_a_policy():
+    """OpenMP reads OMP_WAIT_POLICY when torch loads: the node's package and the CLI set PASSIVE
+    before that; a user's own choice, or torch loaded first, is left alone."""
+    code = ("import os, seqace_ros.ros; from seqace_ros.threads import prefer_passive_waiting as p; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), p())")
+    assert _run_python(code) == "PASSIVE False"
+    assert _run_python(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE False"
+    late = "import torch, os; from seqace_ros.threads import prefer_passive_waiting as p; print(p(), os.environ.get('OMP_WAIT_POLICY'))"
+    assert _run_python(late) == "False None"

@@ -6,3 +6,8 @@
   ``diagnostics``, ``engine``.
 tf2_ros, message_filters and cv_bridge are used where installed and never required.
 """
+
+from ..threads import prefer_passive_waiting
+
+# The nodes share a robot's cores: before anything here imports torch (seqace_ros/threads.py).
+prefer_passive_waiting()
