@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from peer.posegeom import epipolar_distance, fundamental_from_poses, select_pairs  # noqa: E402
-from peer.triangulation import TriangulationSettings, triangulate_tracks  # noqa: E402
+from seqace_ros.refinement.known_poses import epipolar_distance, fundamental_from_poses, select_pairs  # noqa: E402
+from seqace_ros.refinement.triangulation import TriangulationSettings, triangulate_tracks  # noqa: E402
 
 F_PX, W, H = 300.0, 320, 240
 K = np.array([[F_PX, 0, W / 2], [0, F_PX, H / 2], [0, 0, 1.0]])

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from seqace_ros.refinement.sparse_features import LocalFeatures
+
 FEATURE_TYPES = ("sift", "xfeat")
-
-
-@dataclass
-class LocalFeatures:
-    keypoints: np.ndarray  # (N, 2) float32, pixels
-    descriptors: np.ndarray  # (N, D) float32, unit L2 norm
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

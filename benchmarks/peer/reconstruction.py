@@ -11,18 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from seqace_ros.refinement.point_map import StructureSettings, structure_from_known_poses
+from seqace_ros.refinement.triangulation import TriangulationSettings
 
 from .features import LocalFeatures, make_extractor
-from .matching import match_descriptors
-from .posegeom import epipolar_distance, fundamental_from_poses, select_pairs
 from .retrieval import train_vocabulary, vlad
-from .triangulation import TriangulationSettings, triangulate_tracks
 
 FORMAT_VERSION = 1
 
@@ -128,30 +126,6 @@ def cache_key(settings: MapSettings, frames) -> str:
     return f"{settings.features}-{h}"
 
 
-def _tracks_from_matches(edges: np.ndarray, node_image: np.ndarray) -> tuple[np.ndarray, int]:
-    """Track id per node (-1: in no track) from match edges; connected components = union-find.
-
-    A component holding two keypoints of the same image is partly wrong; those observations are
-    dropped (the rest of the track stays), and components left with fewer than 2 are discarded.
-    """
-    n = len(node_image)
-    g = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, label = connected_components(g, directed=False)
-    size = np.bincount(label)
-    label = np.where(size[label] >= 2, label, -1)
-    # drop (track, image) duplicates
-    key = np.where(label >= 0, label.astype(np.int64) * (node_image.max() + 1) + node_image, -1)
-    uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
-    label = np.where((cnt[inv] > 1) | (key < 0), -1, label)
-    size = np.bincount(label[label >= 0], minlength=label.max() + 1 if (label >= 0).any() else 0)
-    label = np.where((label >= 0) & (size[np.maximum(label, 0)] >= 2), label, -1)
-    # renumber to 0..T-1
-    used, label_new = np.unique(label[label >= 0], return_inverse=True)
-    out = np.full(n, -1, np.int64)
-    out[label >= 0] = label_new
-    return out, len(used)
-
-
 def extract_map_features(frames, settings: MapSettings, progress: bool = True
                          ) -> tuple[list[LocalFeatures], np.ndarray]:
     """Features of every mapping frame (descriptors kept as float16 to halve memory) and the Ks."""
@@ -166,28 +140,6 @@ def extract_map_features(frames, settings: MapSettings, progress: bool = True
         lf = extractor(img)
         feats.append(LocalFeatures(lf.keypoints, lf.descriptors.astype(np.float16)))
     return feats, np.stack(Ks)
-
-
-def verified_matches(feats: list[LocalFeatures], poses: np.ndarray, Ks: np.ndarray,
-                     pairs: np.ndarray, settings: MapSettings, progress: bool = True
-                     ) -> tuple[np.ndarray, int]:
-    """Match edges (global keypoint ids, as offsets into the concatenated features) of all pairs
-    that pass the epipolar check with the known poses, and the number of matches before it."""
-    from tqdm import tqdm
-
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in feats])])
-    edges, n_raw = [], 0
-    for i, j in tqdm(pairs, desc="map: matching", disable=not progress, leave=False):
-        ia, ib = match_descriptors(feats[i].descriptors.astype(np.float32),
-                                   feats[j].descriptors.astype(np.float32),
-                                   settings.match_ratio, settings.match_mutual,
-                                   settings.match_precision)
-        n_raw += len(ia)
-        F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
-        ok = epipolar_distance(F, feats[i].keypoints[ia].astype(np.float64),
-                               feats[j].keypoints[ib].astype(np.float64)) < settings.epipolar_px
-        edges.append(np.stack([ia[ok] + offsets[i], ib[ok] + offsets[j]], axis=1))
-    return np.concatenate(edges) if edges else np.zeros((0, 2), np.int64), n_raw
 
 
 def build_reconstruction(frames, settings: MapSettings, progress: bool = True,
@@ -209,63 +161,21 @@ def reconstruct_from_features(feats: list[LocalFeatures], poses: np.ndarray, Ks:
                               t_feat: float = 0.0) -> Reconstruction:
     """Pairs, verified matches, tracks, triangulation and retrieval index from mapping features."""
     t0 = time.perf_counter() if t_start is None else t_start
-    t1 = time.perf_counter()
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in feats])])
-    node_image = np.repeat(np.arange(len(feats)), np.diff(offsets))
-    pairs = select_pairs(poses, settings.pairs_per_frame, settings.pair_max_angle_deg,
-                         settings.pair_max_distance_m, settings.pair_min_baseline_m)
-    if len(pairs) == 0:
-        raise ValueError("no mapping pairs: no two mapping frames look the same way within "
-                         f"{settings.pair_max_distance_m} m / {settings.pair_max_angle_deg} deg")
-    edges, n_raw = verified_matches(feats, poses, Ks, pairs, settings, progress)
-    t_match = time.perf_counter() - t1
-    if len(edges) == 0:
-        raise ValueError(
-            f"no verified matches between the {len(pairs)} mapping pairs ({n_raw} before the "
-            "epipolar check, {:.0f} keypoints per image): the images may be textureless or the "
-            "poses wrong; check the scene, or loosen epipolar_px / match_ratio".format(
-                float(np.mean(np.diff(offsets)))))
-
-    track, num_tracks = _tracks_from_matches(edges, node_image)
-    nodes = np.flatnonzero(track >= 0)
-    all_xy = np.concatenate([x.keypoints for x in feats])
-    tri = triangulate_tracks(track[nodes], node_image[nodes], all_xy[nodes], poses, Ks,
-                             num_tracks, settings.triangulation)
-    t_tri = time.perf_counter() - t1 - t_match
-
-    keep_obs = tri.obs_inlier
-    obs_nodes = nodes[keep_obs]
-    old_ids = track[obs_nodes]
-    used, obs_point = np.unique(old_ids, return_inverse=True)
-    points = tri.points[used]
-    if len(points) == 0:
-        raise ValueError(f"no 3D point survived triangulation of {num_tracks} tracks: the mapping "
-                         "baselines may be too small for the minimum triangulation angle "
-                         f"({settings.triangulation.min_angle_deg} deg), or the poses wrong")
+    structure = structure_from_known_poses(feats, poses, Ks, structure_settings(settings), progress)
+    points, desc, obs_point = structure.points, structure.point_desc, structure.obs_point
     all_desc = np.concatenate([x.descriptors for x in feats])
-    desc = np.zeros((len(used), all_desc.shape[1]), np.float32)
-    np.add.at(desc, obs_point, all_desc[obs_nodes].astype(np.float32))
-    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
-
     centres = train_vocabulary(all_desc.astype(np.float32), settings.vlad_words)
     image_vlad = np.stack([vlad(x.descriptors.astype(np.float32), centres) for x in feats])
     mapping_s = time.perf_counter() - t0
-    track_len = np.bincount(obs_point)
-    stats = {
-        "images": len(feats), "pairs": int(len(pairs)),
-        "features_per_image": float(np.mean(np.diff(offsets))),
-        "raw_matches": int(n_raw), "verified_matches": int(len(edges)),
-        "tracks": int(num_tracks), "points": int(len(points)),
-        "observations": int(len(obs_point)),
-        "mean_track_length": float(track_len.mean()) if len(track_len) else 0.0,
-        "median_obs_error_px": float(np.median(tri.obs_error_px[keep_obs])) if keep_obs.any() else None,
-        "seconds": {"features": t_feat, "matching": t_match, "triangulation": t_tri,
-                    "total": mapping_s},
-    }
+    stats = dict(structure.stats)
+    stats["seconds"] = {"features": t_feat, **stats["seconds"], "total": mapping_s}
     log(f"map: {stats['points']} points from {stats['tracks']} tracks, "
         f"{stats['observations']} observations (mean track {stats['mean_track_length']:.1f}), "
-        f"{len(pairs)} pairs, {mapping_s:.0f} s")
-    return Reconstruction(settings, list(names), poses, Ks, points, desc,
-                          obs_point.astype(np.int64), node_image[obs_nodes].astype(np.int64),
-                          all_xy[obs_nodes].astype(np.float32), centres, image_vlad, mapping_s,
-                          stats)
+        f"{stats['pairs']} pairs, {mapping_s:.0f} s")
+    return Reconstruction(settings, list(names), poses, Ks, points, desc, obs_point,
+                          structure.obs_image, structure.obs_xy, centres, image_vlad, mapping_s, stats)
+
+
+def structure_settings(settings: MapSettings) -> StructureSettings:
+    """The library's structure step with the peer's settings."""
+    return StructureSettings(**{f.name: getattr(settings, f.name) for f in fields(StructureSettings)})

@@ -1,4 +1,5 @@
-"""Geometry from KNOWN camera poses: mapping pair selection and epipolar verification.
+"""Geometry from KNOWN camera poses: mapping pair selection and epipolar verification (used by the
+refinement map and by the structure-based peer in benchmarks/).
 
 Poses are 4x4 camera-to-world (OpenCV optical axes), K is 3x3.
 """

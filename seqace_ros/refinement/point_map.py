@@ -1,0 +1,169 @@
+"""The refinement map: 3D points triangulated from the mapping frames with their KNOWN poses.
+
+Pairs of mapping frames are chosen by pose proximity, matched (mutual nearest neighbour + ratio
+test), verified against the fundamental matrix the two poses imply, chained into tracks and
+triangulated (multi-view DLT + robust Gauss-Newton). Each point keeps the mean of its
+observations' descriptors. The same structure step serves the structure-based peer in
+benchmarks/ (with its own features).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..encoder import to_gray
+from .descriptor_matching import match_descriptors
+from .known_poses import epipolar_distance, fundamental_from_poses, select_pairs
+from .sparse_features import LocalFeatures, sparse_features
+from .tracks import tracks_from_matches
+from .triangulation import TriangulationSettings, triangulate_tracks
+
+POINTS_KEY = "refine.points"
+DESCRIPTORS_KEY = "refine.descriptors"
+
+
+@dataclass
+class StructureSettings:
+    pairs_per_frame: int = 5
+    pair_max_angle_deg: float = 30.0
+    pair_max_distance_m: float = 1.0
+    pair_min_baseline_m: float = 0.03
+    match_ratio: float = 0.9
+    match_mutual: bool = True
+    match_precision: str = "bfloat16"  # similarity matmul; see descriptor_matching.similarity
+    epipolar_px: float = 3.0
+    triangulation: TriangulationSettings = field(
+        default_factory=lambda: TriangulationSettings(min_angle_deg=1.0))
+
+
+@dataclass
+class KnownPoseStructure:
+    points: np.ndarray  # (P, 3) world
+    point_desc: np.ndarray  # (P, D) float32, unit norm (mean of the observations' descriptors)
+    obs_point: np.ndarray  # (M,) point id of each observation
+    obs_image: np.ndarray  # (M,) image id
+    obs_xy: np.ndarray  # (M, 2) float32 pixels
+    stats: dict
+
+
+def verified_matches(feats: list[LocalFeatures], poses: np.ndarray, Ks: np.ndarray,
+                     pairs: np.ndarray, settings: StructureSettings, progress: bool = True
+                     ) -> tuple[np.ndarray, int]:
+    """Match edges (global keypoint ids, as offsets into the concatenated features) of all pairs
+    that pass the epipolar check with the known poses, and the number of matches before it."""
+    from tqdm import tqdm
+
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in feats])])
+    edges, n_raw = [], 0
+    for i, j in tqdm(pairs, desc="map: matching", disable=not progress, leave=False):
+        ia, ib = match_descriptors(feats[i].descriptors.astype(np.float32),
+                                   feats[j].descriptors.astype(np.float32),
+                                   settings.match_ratio, settings.match_mutual,
+                                   settings.match_precision)
+        n_raw += len(ia)
+        F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
+        ok = epipolar_distance(F, feats[i].keypoints[ia].astype(np.float64),
+                               feats[j].keypoints[ib].astype(np.float64)) < settings.epipolar_px
+        edges.append(np.stack([ia[ok] + offsets[i], ib[ok] + offsets[j]], axis=1))
+    return np.concatenate(edges) if edges else np.zeros((0, 2), np.int64), n_raw
+
+
+def structure_from_known_poses(feats: list[LocalFeatures], poses: np.ndarray, Ks: np.ndarray,
+                               settings: StructureSettings, progress: bool = True
+                               ) -> KnownPoseStructure:
+    """Pairs, verified matches, tracks and triangulated points from per-image features."""
+    t0 = time.perf_counter()
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in feats])])
+    node_image = np.repeat(np.arange(len(feats)), np.diff(offsets))
+    pairs = select_pairs(poses, settings.pairs_per_frame, settings.pair_max_angle_deg,
+                         settings.pair_max_distance_m, settings.pair_min_baseline_m)
+    if len(pairs) == 0:
+        raise ValueError("no mapping pairs: no two mapping frames look the same way within "
+                         f"{settings.pair_max_distance_m} m / {settings.pair_max_angle_deg} deg")
+    edges, n_raw = verified_matches(feats, poses, Ks, pairs, settings, progress)
+    t_match = time.perf_counter() - t0
+    if len(edges) == 0:
+        raise ValueError(
+            f"no verified matches between the {len(pairs)} mapping pairs ({n_raw} before the "
+            "epipolar check, {:.0f} keypoints per image): the images may be textureless or the "
+            "poses wrong; check the scene, or loosen epipolar_px / match_ratio".format(
+                float(np.mean(np.diff(offsets)))))
+    track, num_tracks = tracks_from_matches(edges, node_image)
+    nodes = np.flatnonzero(track >= 0)
+    all_xy = np.concatenate([x.keypoints for x in feats])
+    tri = triangulate_tracks(track[nodes], node_image[nodes], all_xy[nodes], poses, Ks,
+                             num_tracks, settings.triangulation)
+    keep_obs = tri.obs_inlier
+    obs_nodes = nodes[keep_obs]
+    used, obs_point = np.unique(track[obs_nodes], return_inverse=True)
+    points = tri.points[used]
+    if len(points) == 0:
+        raise ValueError(f"no 3D point survived triangulation of {num_tracks} tracks: the mapping "
+                         "baselines may be too small for the minimum triangulation angle "
+                         f"({settings.triangulation.min_angle_deg} deg), or the poses wrong")
+    all_desc = np.concatenate([x.descriptors for x in feats])
+    desc = np.zeros((len(used), all_desc.shape[1]), np.float32)
+    np.add.at(desc, obs_point, all_desc[obs_nodes].astype(np.float32))
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    track_len = np.bincount(obs_point)
+    stats = {
+        "images": len(feats), "pairs": int(len(pairs)),
+        "features_per_image": float(np.mean(np.diff(offsets))),
+        "raw_matches": int(n_raw), "verified_matches": int(len(edges)),
+        "tracks": int(num_tracks), "points": int(len(points)),
+        "observations": int(len(obs_point)),
+        "mean_track_length": float(track_len.mean()) if len(track_len) else 0.0,
+        "median_obs_error_px": float(np.median(tri.obs_error_px[keep_obs])) if keep_obs.any() else None,
+        "seconds": {"matching": t_match, "triangulation": time.perf_counter() - t0 - t_match},
+    }
+    return KnownPoseStructure(points, desc, obs_point.astype(np.int64),
+                              node_image[obs_nodes].astype(np.int64),
+                              all_xy[obs_nodes].astype(np.float32), stats)
+
+
+@dataclass
+class PointMap:
+    """What the map file keeps for refinement: points and their descriptors."""
+
+    points: np.ndarray  # (P, 3) float32, world
+    descriptors: np.ndarray  # (P, D) float16, unit norm
+    info: dict = field(default_factory=dict)  # settings and statistics (map metadata)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {POINTS_KEY: torch.from_numpy(np.ascontiguousarray(self.points, np.float32)),
+                DESCRIPTORS_KEY: torch.from_numpy(np.ascontiguousarray(self.descriptors, np.float16))}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, info: dict | None = None) -> "PointMap | None":
+        if POINTS_KEY not in tensors:
+            return None
+        return cls(tensors[POINTS_KEY].float().numpy(), tensors[DESCRIPTORS_KEY].to(torch.float16).numpy(),
+                   dict(info or {}))
+
+
+def build_point_map(frames, encoder, max_keypoints: int = 2048,
+                    settings: StructureSettings | None = None, progress: bool = True,
+                    subpixel_window: int = 0) -> PointMap:
+    """Triangulate the mapping ``frames`` (posed SceneFrames) with the encoder's sparse features."""
+    from tqdm import tqdm
+
+    settings = settings or StructureSettings()
+    t0 = time.perf_counter()
+    feats, Ks = [], []
+    for f in tqdm(frames, desc="refinement: features", disable=not progress, leave=False):
+        img = f.load_image()
+        Ks.append(f.intrinsics(img.shape[1], img.shape[0]))
+        lf = sparse_features(encoder.encode(img), max_keypoints, gray=to_gray(img),
+                             subpixel_window=subpixel_window)
+        feats.append(LocalFeatures(lf.keypoints, lf.descriptors.astype(np.float16)))
+    t_feat = time.perf_counter() - t0
+    poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
+    structure = structure_from_known_poses(feats, poses, np.stack(Ks), settings, progress)
+    structure.stats["seconds"]["features"] = t_feat
+    structure.stats["seconds"]["total"] = time.perf_counter() - t0
+    info = {"max_keypoints": int(max_keypoints), "subpixel_window": int(subpixel_window), "settings": asdict(settings), "stats": structure.stats}
+    return PointMap(structure.points.astype(np.float32), structure.point_desc.astype(np.float16), info)
