@@ -255,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     from .data.scene_folder import SceneError
+    from .encoder import EncoderError
     from .mapfile import MapFileError
     try:
         return int(args.func(args) or 0)
-    except (SceneError, MapFileError, ValueError, FileNotFoundError) as exc:
+    except (SceneError, MapFileError, EncoderError, ValueError, OSError) as exc:
         print(f"seqace {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

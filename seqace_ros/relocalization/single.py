@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
+from ..input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits, array_problem, intrinsics_problem
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
@@ -57,7 +58,15 @@ class RelocConfig:
     # ~1 point at 5cm/5deg (mean of 3 maps); at 320 rows recall fell sharply (benchmarks/README.md,
     # "lower resolution").
     image_height: int | None = None
+    # Input bounds (input_bounds.py): larger or thinner images are refused, not resized into
+    # seconds of encoder work.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     extra: dict = field(default_factory=dict)
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_pixels, self.max_image_aspect_ratio)
 
     def validate(self) -> "RelocConfig":
         problems = []
@@ -75,6 +84,9 @@ class RelocConfig:
             problems.append(f"encoder_precision {self.encoder_precision!r} is not auto/fp32/bf16/fp16")
         if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
             problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
+        limits_problem = self.limits.problem()
+        if limits_problem is not None:
+            problems.append(limits_problem)
         if problems:
             raise ValueError("invalid relocalization settings: " + "; ".join(problems))
         return self
@@ -121,9 +133,12 @@ class Relocalizer:
     @torch.no_grad()
     def localize(self, image: np.ndarray, K: np.ndarray) -> RelocResult:
         """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size)."""
+        problem = array_problem(image, self.config.limits)
+        if problem is None:
+            problem = intrinsics_problem(K, image.shape[1], image.shape[0])
+        if problem is not None:
+            raise ValueError(problem)
         K = np.asarray(K, dtype=np.float64)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"intrinsics must be a finite 3x3 matrix with positive focal lengths, got {K}")
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         enc = self.encoder.encode(image)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
@@ -78,12 +77,13 @@ class LocalizationEngine:
 
     def load(self, path: str) -> dict:
         """Load ``path`` and switch to it; on any error the current map stays. Returns its metadata."""
-        from ..mapfile import MapFileError, load_map
+        from ..mapfile import MapFileError, load_map, map_path_problem
 
         if not path:
             raise EngineError("map_path is empty: set it to a map file written by build_map")
-        if not Path(path).is_file():
-            raise EngineError(f"map file {path} does not exist; build one with `ros2 run seqace_ros build_map`")
+        problem = map_path_problem(path)
+        if problem is not None:
+            raise EngineError(problem)
         t0 = time.perf_counter()
         try:
             scene_map = load_map(path)
@@ -92,6 +92,8 @@ class LocalizationEngine:
             raise
         except (MapFileError, ImportError, ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"cannot load map {path}: {exc}") from exc
+        except Exception as exc:  # nothing in a file may take the node down: the old map stays
+            raise EngineError(f"cannot load map {path}: {type(exc).__name__}: {exc}") from exc
         with self._lock:
             self.scene_map, self._reloc, self.map_path = scene_map, reloc, path
             self.warm = False
