@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,9 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
+    problem = map_output_problem(path)
+    if problem is not None:
+        raise MapFileError(problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().to(torch.float16).contiguous()
                for k, v in scene_map.head.state_dict().items() if k != "mean"}
@@ -84,6 +89,35 @@ def map_path_problem(path: str | Path) -> str | None:
         return f"map path {path} is a directory, not a map file"
     if not path.is_file():
         return f"map path {path} is not a regular file"
+    return None
+
+
+def map_output_problem(path: str | Path, needed_bytes: int = 0) -> str | None:
+    """Why a map cannot be written to ``path`` (checked before training, so that a run of minutes
+    is not lost at the end): empty, a directory, not a regular file, an unwritable folder, or
+    less free space than ``needed_bytes``."""
+    if not str(path).strip():
+        return "the output map path is empty: give a file name such as maps/scene.safetensors"
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory: give a file name, e.g. {path / 'map.safetensors'}"
+    if os.path.lexists(path) and not path.is_file():
+        return (f"{path} exists and is not a regular file (a device, pipe, socket or broken link): "
+                "a map is only written to a regular file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # save_map creates the missing folders under the nearest existing one
+    if not folder.is_dir():
+        return f"cannot create {path}: {folder} is not a folder"
+    try:  # a real write: permissions, read-only file systems, quotas
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".seqace_write_probe", delete=True)
+        probe.close()
+    except OSError as exc:
+        return f"cannot write the map into {folder}: {exc.strerror or exc}"
+    free = shutil.disk_usage(folder).free
+    if needed_bytes and free < needed_bytes:
+        return (f"only {free / 1e6:.1f} MB free in {folder}; the map needs about "
+                f"{needed_bytes / 1e6:.1f} MB")
     return None
 
 

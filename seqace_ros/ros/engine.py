@@ -32,6 +32,8 @@ class EngineSettings:
     device: str = "auto"
     num_cells: int = 1000
     image_height: int = 0  # 0: the map's own
+    max_image_pixels: int | None = None  # None: the relocalizer's defaults
+    max_image_aspect_ratio: float | None = None
 
 
 class LocalizationEngine:
@@ -59,6 +61,9 @@ class LocalizationEngine:
         kwargs = {"num_cells": self.settings.num_cells} if "num_cells" in names else {}
         if self.settings.image_height and "image_height" in names:
             kwargs["image_height"] = self.settings.image_height
+        for name in ("max_image_pixels", "max_image_aspect_ratio"):
+            if getattr(self.settings, name) is not None and name in names:
+                kwargs[name] = getattr(self.settings, name)
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
