@@ -70,6 +70,8 @@ def _load_usable_gray(frame: SceneFrame) -> np.ndarray:
     gray = _load_gray(frame)
     h, w = gray.shape[:2]
     problem = size_problem(w, h) or intrinsics_problem(frame.intrinsics(w, h), w, h)
+    if problem is None and not np.all(np.isfinite(frame.pose_c2w)):
+        problem = "its pose contains NaN or inf"
     if problem is not None:
         raise ValueError(f"unusable for mapping: {problem}")
     return gray
