@@ -236,6 +236,20 @@ def test_compressed_png_bomb_and_thin_strip_are_refused_before_decoding(ros_env,
             client.publish_frame(dummy, K_sent, client.now_ns(), CAMERA_FRAME, data=data)
             time.sleep(0.005)
             worst = max(worst, _good_latency(client, image, K) - baseline)
+        # Fuzz: random PNG / JPEG headers declaring any size, cut short or followed by garbage.
+        rng = np.random.default_rng(15)
+        for i in range(40):
+            w, h = (int(v) for v in rng.choice([0, 1, 16, 256, 192, 5000, 65535, 2 ** 31 - 1], 2))
+            if i % 2:
+                head = png_bomb(16, 16)[:16] + w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+            else:
+                head = (b"\xff\xd8\xff\xc0\x00\x11\x08" + min(h, 65535).to_bytes(2, "big")
+                        + min(w, 65535).to_bytes(2, "big") + b"\x03")
+            data = head + rng.integers(0, 256, int(rng.integers(0, 4096)), dtype=np.uint8).tobytes()
+            client.publish_frame(np.zeros((192, 256, 3), np.uint8), K, client.now_ns(), CAMERA_FRAME, data=data)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        _good_latency(client, image, K)
         peak_growth = _status_mb(proc.proc.pid, "VmHWM") - peak0
         print(f"\ncompressed node: worst extra latency {1000 * worst:.0f} ms, peak RSS growth {peak_growth:.1f} MB")
         assert peak_growth < MAX_PEAK_GROWTH_MB, f"peak memory grew by {peak_growth:.0f} MB"
