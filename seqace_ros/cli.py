@@ -91,9 +91,8 @@ def _map_size_estimate(config) -> int:
 
 def cmd_map(args) -> int:
     from .data.scene_folder import load_split
-    from .mapping import train_map
-
     from .mapfile import MapFileError, map_output_problem
+    from .mapping import train_map
 
     src = Path(args.source)
     config = _mapping_config(args)

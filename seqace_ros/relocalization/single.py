@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
-from ..input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits, array_problem, intrinsics_problem
+from ..input_bounds import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits, array_problem,
+                            intrinsics_problem)
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult

@@ -75,10 +75,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               f"image_height must be 0 (the map's own) or at least 96; got {v}"),
     # Literal copies of input_bounds' defaults and ceilings, so this table imports without numpy.
     ParamSpec("max_image_pixels", 4096 * 4096, "Images (and CameraInfo sizes, and compressed-image headers, "
-              "checked before decoding) with more pixels are refused.", min_value=256, max_value=1 << 28),
+              "checked before decoding) with more pixels are refused.", min_value=256, max_value=1 << 28,
+              read_only=True),
     ParamSpec("max_image_aspect_ratio", 4.0, "Images whose width/height (or height/width) is larger are "
               "refused: the encoder resizes every image to image_height rows, so a thin strip would become "
-              "a very wide one.", min_value=1.0, max_value=32.0),
+              "a very wide one.", min_value=1.0, max_value=32.0, read_only=True),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
               allow_empty=False, frame=True),
     ParamSpec("odom_frame", "", "Odometry frame: when set, publish map -> odom (REP-105) using odom -> camera "
