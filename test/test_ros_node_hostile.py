@@ -110,6 +110,14 @@ def node(ros_env, tiny, tmp_path_factory):
     assert rc == 0, f"node exited with {rc}:\n{proc.log()[-3000:]}"
 
 
+def test_node_started_with_a_crafted_map_comes_up_without_it_and_takes_a_good_one(node, tiny):
+    proc, client, _ = node  # the fixture started it with a crafted map, then set the good one
+    log = proc.log()
+    assert "JSON list, expected a JSON object" in log and "running without a map" in log
+    assert "Traceback" not in log and proc.alive
+    assert diag_values(client)["map"] == str(tiny.map_path)
+
+
 def test_crafted_maps_at_run_time_are_refused_with_the_reason_and_the_old_map_stays(node, tiny, queries):
     proc, client, folder = node
     image, K, _ = queries[0]
