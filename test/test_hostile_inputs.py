@@ -76,6 +76,17 @@ def test_png_bomb_is_refused_before_decoding():
     assert compressed_msg_to_bgr(SimpleNamespace(format="png", data=small), expected_size=(64, 48)).shape == (48, 64, 3)
 
 
+def test_png_bomb_as_a_scene_image_file_is_unreadable_not_decoded(tmp_path):
+    from seqace_ros.data.scene_folder import ImageReadError, read_image
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bomb())
+    t0 = time.perf_counter()
+    with pytest.raises(ImageReadError, match="bomb.png: its header declares 20000x20000 pixels"):
+        read_image(path)
+    assert time.perf_counter() - t0 < 0.2
+
+
 def test_raw_image_message_size_is_bounded_before_its_data_is_read():
     msg = SimpleNamespace(height=16, width=1000, encoding="mono8", step=1000, is_bigendian=0, data=b"\0" * 16000)
     with pytest.raises(ImageDecodeError, match="aspect ratio of 62.5"):

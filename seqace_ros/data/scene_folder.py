@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..geometry import project_to_so3, rigidity_error
+from ..input_bounds import HARD_LIMITS, compressed_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 # Rotations that deviate more than this from SO(3) are not poses (7-Scenes is within ~5e-4).
@@ -140,6 +141,11 @@ def read_image(path: str | Path) -> np.ndarray:
         kind = ("a directory" if Path(path).is_dir() else
                 "a broken symbolic link or a link loop" if Path(path).is_symlink() else "no such image file")
         raise ImageReadError(f"{path}: {kind}")
+    declared = compressed_size(data) if data.size else None
+    if declared is not None and declared[0] * declared[1] > HARD_LIMITS.max_pixels:
+        # Checked on the header, before decoding: a small PNG can declare gigabytes of pixels.
+        raise ImageReadError(f"{path}: its header declares {declared[0]}x{declared[1]} pixels, more than "
+                             f"{HARD_LIMITS.max_pixels}; downscale it")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise ImageReadError(f"{path}: cannot decode image (corrupt or unsupported format)")
