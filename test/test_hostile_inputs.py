@@ -211,6 +211,22 @@ def test_mapping_frames_of_one_pixel_are_skipped_and_an_all_bad_scene_is_refused
     assert not out.exists()
 
 
+def test_mapping_frames_with_implausible_intrinsics_or_pose_are_unusable(tmp_path):
+    from seqace_ros.data.scene_folder import SceneFrame
+    from seqace_ros.mapping.buffer import _load_usable_gray
+
+    image = textured_image(96, 128, 0)
+    corner = np.array([[100.0, 0, 0], [0, 100.0, 0], [0, 0, 1]])  # cx = cy = 0
+    frame = SceneFrame(None, np.eye(4), corner, "f0", loader=lambda: image)
+    with pytest.raises(ValueError, match="unusable for mapping: principal point"):
+        _load_usable_gray(frame)
+    nan_pose = np.eye(4)
+    nan_pose[0, 0] = np.nan
+    with pytest.raises(ValueError, match="pose contains NaN"):
+        _load_usable_gray(SceneFrame(None, nan_pose, 100.0, "f1", loader=lambda: image))
+    assert _load_usable_gray(SceneFrame(None, np.eye(4), 100.0, "f2", loader=lambda: image)).shape == (96, 128)
+
+
 def test_non_finite_training_loss_names_the_frame(tmp_path):
     from seqace_ros.encoder import XFeatEncoder
     from seqace_ros.mapping import MappingConfig, train_map
