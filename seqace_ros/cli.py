@@ -89,12 +89,23 @@ def _reloc_config(args):
     return cfg.validate()
 
 
+def _map_size_estimate(config) -> int:
+    """Bytes a map of this configuration needs on disk, generously (fp16 head, points, metadata)."""
+    w, blocks = config.head_width, config.head_blocks
+    params = 64 * w + w + (3 * blocks + 2) * (w * w + w) + 4 * w + 4
+    return 2 * params + 12 * config.map_points + (1 << 20)
+
+
 def cmd_map(args) -> int:
     from .data.scene_folder import load_split
+    from .mapfile import MapFileError, map_output_problem
     from .mapping import train_map
 
     src = Path(args.source)
     config = _mapping_config(args)
+    problem = map_output_problem(args.out, _map_size_estimate(config))
+    if problem is not None:  # before training: minutes of work must not end in an unwritable path
+        raise MapFileError(f"--out: {problem}")
     if src.is_dir() and (src / "train").is_dir():
         frames = load_split(src, "train")
         log.info("mapping %d frames of %s", len(frames), src / "train")
@@ -118,7 +129,7 @@ def cmd_map(args) -> int:
           f"({matching}buffer {secs['buffer']:.0f} s, training {secs['train']:.0f} s)")
     skipped = scene_map.metadata["training"].get("skipped_images") or []
     if skipped:
-        print(f"{len(skipped)} unreadable mapping image(s) skipped, e.g. {skipped[0]}")
+        print(f"{len(skipped)} unreadable or unusable mapping image(s) skipped, e.g. {skipped[0]}")
     return 0
 
 
@@ -184,6 +195,9 @@ def cmd_evaluate(args) -> int:
     scene_map = load_map(args.map)
     report, results = evaluate(Path(args.scene), scene_map, args, progress=not args.quiet)
     print(format_table(report, title=f"{args.scene} ({report['mode']})"))
+    unusable = [r for r in results if r.error and r.error.startswith("unusable")]
+    if unusable:
+        print(f"{len(unusable)} query image(s) unusable, e.g. {unusable[0].name}: {unusable[0].error}")
     if args.json:
         write_json({**report, "per_frame": per_frame_records(results)}, args.json)
         print(f"report written to {args.json}")
@@ -265,10 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     from .data.scene_folder import SceneError
+    from .encoder import EncoderError
     from .mapfile import MapFileError
     try:
         return int(args.func(args) or 0)
-    except (SceneError, MapFileError, ValueError, FileNotFoundError) as exc:
+    except (SceneError, MapFileError, EncoderError, ValueError, OSError) as exc:
         print(f"seqace {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .inference import compile_model, convert, resolve_backend
+from .input_bounds import HARD_LIMITS, ImageLimits, size_problem
 from .precision import cpu_supports_bf16
 
 XFEAT_PACKAGE_VERSION = "0.1.4"
@@ -70,6 +71,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from BGR, BGRA or gray input."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image array, got {getattr(image, 'dtype', type(image).__name__)}")
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 3:
@@ -90,13 +93,18 @@ class PreparedImage:
     original_hw: tuple[int, int]
 
 
-def prepare_image(gray: np.ndarray, image_height: int | None, device: torch.device) -> PreparedImage:
-    """Resize (keeping the aspect ratio) to ``image_height`` and pad to multiples of 32."""
-    if gray.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {gray.dtype}")
+def prepare_image(gray: np.ndarray, image_height: int | None, device: torch.device,
+                  limits: ImageLimits = HARD_LIMITS) -> PreparedImage:
+    """Resize (keeping the aspect ratio) to ``image_height`` and pad to multiples of 32.
+
+    Images outside ``limits`` are refused: the aspect bound caps the width after the resize (the
+    relocalizer checks its own, tighter, configured limits before this)."""
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {getattr(gray, 'dtype', type(gray).__name__)}")
     H0, W0 = gray.shape[:2]
-    if H0 < 16 or W0 < 16:
-        raise ValueError(f"image of {W0}x{H0} pixels is too small to localize")
+    problem = size_problem(W0, H0, limits)
+    if problem is not None:
+        raise ValueError(problem)
     if image_height and image_height != H0:
         s = image_height / H0
         W1, H1 = max(int(round(W0 * s)), 16), int(image_height)

@@ -69,6 +69,7 @@ def summarize(results: list[FrameResult], **extra) -> dict:
         "localized": int(sum(r.pose_est_c2w is not None for r in results)),
         "failed_to_read": int(sum(r.error is not None and r.error.startswith("unreadable")
                                   for r in results)),
+        "unusable": int(sum(r.error is not None and r.error.startswith("unusable") for r in results)),
         "recall": recall,
         "median_translation_cm": None if t_med is None else t_med * 100.0,
         "median_rotation_deg": r_med,
@@ -196,7 +197,12 @@ def localize_frames(localize, frames, progress: bool = True, desc: str = "locali
         except (ImageReadError, OSError, ValueError) as exc:
             results.append(FrameResult(f.name, f.pose_c2w, None, error=f"unreadable: {exc}"))
             continue
-        r = localize(img, f.intrinsics(img.shape[1], img.shape[0]))
+        try:
+            r = localize(img, f.intrinsics(img.shape[1], img.shape[0]))
+        except ValueError as exc:  # too small, too thin, implausible intrinsics: one failed frame
+            source = f.image_path or f.name
+            results.append(FrameResult(f.name, f.pose_c2w, None, error=f"unusable: {source}: {exc}"))
+            continue
         results.append(FrameResult(f.name, f.pose_c2w, r.pose_c2w if r.localized else None,
                                    r.num_inliers, dict(r.timing_ms),
                                    error=None if r.localized else f"lost: {r.message}"))

@@ -7,7 +7,11 @@ used, and refuses a truncated file, a map made for another encoder, or a newer f
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from .head import SceneHead
+from .map_validation import metadata_problem, shapes_problem
 
 FORMAT_NAME = "seqace_ros.map"
 FORMAT_VERSION = 1
@@ -47,6 +52,9 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
+    problem = map_output_problem(path)
+    if problem is not None:
+        raise MapFileError(problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().to(torch.float16).contiguous()
                for k, v in scene_map.head.state_dict().items() if k != "mean"}
@@ -63,14 +71,64 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     return path
 
 
+def map_path_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a map file that can be opened (missing, a folder, a link loop...)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"map path {path} is a symbolic link loop"
+        if os.path.islink(path):
+            return f"map path {path} is a broken symbolic link"
+        if exc.errno == errno.ENOENT:
+            return (f"map file {path} does not exist (build one with `seqace map` or "
+                    "`ros2 run seqace_ros build_map`)")
+        return f"map file {path} cannot be opened ({exc.strerror})"
+    if path.is_dir():
+        return f"map path {path} is a directory, not a map file"
+    if not path.is_file():
+        return f"map path {path} is not a regular file"
+    return None
+
+
+def map_output_problem(path: str | Path, needed_bytes: int = 0) -> str | None:
+    """Why a map cannot be written to ``path`` (checked before training, so that a run of minutes
+    is not lost at the end): empty, a directory, not a regular file, an unwritable folder, or
+    less free space than ``needed_bytes``."""
+    if not str(path).strip():
+        return "the output map path is empty: give a file name such as maps/scene.safetensors"
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory: give a file name, e.g. {path / 'map.safetensors'}"
+    if os.path.lexists(path) and not path.is_file():
+        return (f"{path} exists and is not a regular file (a device, pipe, socket or broken link): "
+                "a map is only written to a regular file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # save_map creates the missing folders under the nearest existing one
+    if not folder.is_dir():
+        return f"cannot create {path}: {folder} is not a folder"
+    try:  # a real write: permissions, read-only file systems, quotas
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".seqace_write_probe", delete=True)
+        probe.close()
+    except OSError as exc:
+        return f"cannot write the map into {folder}: {exc.strerror or exc}"
+    free = shutil.disk_usage(folder).free
+    if needed_bytes and free < needed_bytes:
+        return (f"only {free / 1e6:.1f} MB free in {folder}; the map needs about "
+                f"{needed_bytes / 1e6:.1f} MB")
+    return None
+
+
 def read_metadata(path: str | Path) -> dict:
-    """The map's metadata, validated for format; no tensor is read."""
+    """The map's metadata, validated for format and content; no tensor is read."""
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise MapFileError(f"map file {path} does not exist (build one with `seqace map` or "
-                           "`ros2 run seqace_ros build_map`)")
+    problem = map_path_problem(path)
+    if problem is not None:
+        raise MapFileError(problem)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
@@ -84,12 +142,19 @@ def read_metadata(path: str | Path) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise MapFileError(f"{path}: map metadata is not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise MapFileError(f"{path}: map metadata is nested too deeply to be a seqace_ros map") from exc
+    if not isinstance(meta, dict):
+        raise MapFileError(f"{path}: {metadata_problem(meta)}")
     version = meta.get("format_version")
-    if meta.get("format") != FORMAT_NAME or not isinstance(version, int):
-        raise MapFileError(f"{path}: unknown map format {meta.get('format')!r}")
+    if meta.get("format") != FORMAT_NAME or not isinstance(version, int) or isinstance(version, bool):
+        raise MapFileError(f"{path}: unknown map format {str(meta.get('format'))[:60]!r}")
     if version > FORMAT_VERSION:
         raise MapFileError(f"{path}: map format version {version} is newer than this seqace_ros "
                            f"reads ({FORMAT_VERSION}); upgrade seqace_ros")
+    problem = metadata_problem(meta)
+    if problem is not None:
+        raise MapFileError(f"{path}: {problem}; rebuild it with `seqace map`")
     return meta
 
 
@@ -110,18 +175,32 @@ def check_encoder(meta: dict, encoder: dict, what: str = "the map") -> None:
 def load_map(path: str | Path, expect_encoder: dict | None = None,
              device: str | torch.device = "cpu") -> SceneMap:
     """Load and validate a map. ``expect_encoder`` (the encoder's ``describe()``) is checked first."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
     meta = read_metadata(path)
     if expect_encoder is not None:
         check_encoder(meta, expect_encoder, str(path))
+    cfg = meta["head"]
+    try:
+        # Shapes from the header only: a head the metadata makes huge is refused unallocated.
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            dtypes = {k: str(f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MapFileError(f"{path} is truncated or corrupt ({exc}); rebuild it with `seqace map`") from exc
+    problem = shapes_problem(shapes, dtypes, cfg, POINTS_KEY)
+    if problem is not None:
+        raise MapFileError(f"{path}: {problem}; rebuild it with `seqace map`")
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise MapFileError(f"{path} is truncated or corrupt ({exc}); rebuild it with `seqace map`") from exc
-    cfg = meta.get("head", {})
+    for name, tensor in tensors.items():
+        if (name.startswith("head.") or name == POINTS_KEY) and not bool(torch.isfinite(tensor).all()):
+            raise MapFileError(f"{path}: tensor {name} contains NaN or inf: the map is broken "
+                               "(training diverged?); rebuild it with `seqace map`")
     try:
         head = SceneHead(in_dim=int(cfg["in_dim"]), width=int(cfg["width"]),
                          num_blocks=int(cfg["num_blocks"]))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..geometry import project_to_so3, rigidity_error
+from ..input_bounds import HARD_LIMITS, compressed_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 # Rotations that deviate more than this from SO(3) are not poses (7-Scenes is within ~5e-4).
@@ -96,6 +97,8 @@ def read_calibration(path: Path) -> float | np.ndarray:
             raise SceneError(f"{path}: focal length {f} is not positive")
         return f
     if vals.shape == (3, 3):
+        if not np.all(np.isfinite(vals)):
+            raise SceneError(f"{path}: intrinsics matrix contains NaN or inf: {vals.tolist()}")
         if vals[0, 0] <= 0 or vals[1, 1] <= 0 or not np.allclose(vals[2], [0, 0, 1]):
             raise SceneError(f"{path}: not a valid 3x3 intrinsics matrix: {vals.tolist()}")
         return vals
@@ -106,7 +109,9 @@ def load_split(scene: str | Path, split: str) -> list[SceneFrame]:
     """All frames of ``scene/split`` in sorted order, with validated poses and calibrations."""
     root = Path(scene) / split
     if not Path(scene).is_dir():
-        raise SceneError(f"scene folder {scene} does not exist")
+        what = ("is a file, not a folder" if Path(scene).is_file() else
+                "is a broken symbolic link or a link loop" if Path(scene).is_symlink() else "does not exist")
+        raise SceneError(f"scene folder {scene} {what}")
     folders = {name: root / name for name in ("rgb", "poses", "calibration")}
     for name, folder in folders.items():
         if not folder.is_dir():
@@ -133,7 +138,14 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image as uint8 BGR (H, W, 3); raise ImageReadError naming the file otherwise."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
-        raise ImageReadError(f"{path}: no such image file")
+        kind = ("a directory" if Path(path).is_dir() else
+                "a broken symbolic link or a link loop" if Path(path).is_symlink() else "no such image file")
+        raise ImageReadError(f"{path}: {kind}")
+    declared = compressed_size(data) if data.size else None
+    if declared is not None and declared[0] * declared[1] > HARD_LIMITS.max_pixels:
+        # Checked on the header, before decoding: a small PNG can declare gigabytes of pixels.
+        raise ImageReadError(f"{path}: its header declares {declared[0]}x{declared[1]} pixels, more than "
+                             f"{HARD_LIMITS.max_pixels}; downscale it")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise ImageReadError(f"{path}: cannot decode image (corrupt or unsupported format)")

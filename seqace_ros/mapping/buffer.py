@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..data.scene_folder import ImageReadError, SceneFrame
 from ..encoder import PIXEL_CENTER_OFFSET, XFeatEncoder, prepare_image, to_gray
 from ..geometry import invert_pose
+from ..input_bounds import intrinsics_problem, size_problem
 from .augmentation import augment, map_points
 from .config import MappingConfig
 from .cross_frame import FrameLink, ViewCells, attach_keyframe_targets, keyframes_of
@@ -61,6 +62,19 @@ class TrainingBuffer:
 
 def _load_gray(frame: SceneFrame) -> np.ndarray:
     return to_gray(frame.load_image())
+
+
+def _load_usable_gray(frame: SceneFrame) -> np.ndarray:
+    """The frame's gray image; ValueError when it is too small, too thin or too large to map, or its
+    intrinsics do not fit its size (such a frame would train garbage, or NaN, into the head)."""
+    gray = _load_gray(frame)
+    h, w = gray.shape[:2]
+    problem = size_problem(w, h) or intrinsics_problem(frame.intrinsics(w, h), w, h)
+    if problem is None and not np.all(np.isfinite(frame.pose_c2w)):
+        problem = "its pose contains NaN or inf"
+    if problem is not None:
+        raise ValueError(f"unusable for mapping: {problem}")
+    return gray
 
 
 def _nominal_cameras(frames: list[SceneFrame], shapes: dict[int, tuple[int, int]],
@@ -105,7 +119,7 @@ def build_buffer(frames: list[SceneFrame], encoder: XFeatEncoder, config: Mappin
     skipped: list[str] = []
     for i in my_frames:
         try:
-            images[i] = _load_gray(frames[i])
+            images[i] = _load_usable_gray(frames[i])
         except (ImageReadError, OSError, ValueError) as exc:
             skipped.append(f"{frames[i].name}: {exc}")
             log.warning("skipping mapping image %s: %s", frames[i].name, exc)

@@ -12,6 +12,7 @@ sample's prediction is also reprojected into the keyframe (cross_frame.py, loss.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Sequence
@@ -136,7 +137,15 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
-    history, kf_history = _optimise(model, buf, config, device, progress and rank == 0)
+    try:
+        history, kf_history = _optimise(model, buf, config, device, progress and rank == 0)
+    except NonFiniteLoss as exc:
+        names = [frames[i].name + (f" ({frames[i].image_path})" if frames[i].image_path else "")
+                 for i in exc.images[:3]]
+        raise ValueError(
+            f"training loss became {exc.value} at iteration {exc.iteration}"
+            + (f"; non-finite samples come from {', '.join(names)}" if names else "")
+            + ": check those frames' poses and calibration; no map was written") from None
     t_train = time.perf_counter() - t_start - buf.seconds - match_seconds
 
     head.eval().requires_grad_(False)
@@ -170,6 +179,14 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
         log.info("cross-frame term: loss %.2f over the %.0f%% matched samples (last window); "
                  "matching %.1f s", kf_history[-1][1], 100 * kf_history[-1][2], match_seconds)
     return SceneMap(head=head, metadata=meta, scene_points=points)
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or inf; ``images``: indices of the frames whose samples did."""
+
+    def __init__(self, iteration: int, value: float, images: list[int]):
+        super().__init__(f"loss {value} at iteration {iteration}")
+        self.iteration, self.value, self.images = iteration, value, images
 
 
 def _summarize(matches: Sequence) -> dict:
@@ -259,7 +276,12 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
         scaler.step(opt)
         scaler.update()
         sched.step()
-        window_sum += float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            # Name the frames whose samples went non-finite (a NaN pose or calibration...).
+            bad = ~torch.isfinite(loss_per.detach())
+            raise NonFiniteLoss(it, value, sorted(set(img[bad].tolist())))
+        window_sum += value
         window_n += 1
         window_samples += int(idx.numel())
         if (it + 1) % log_every == 0 or it == config.iterations - 1:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import ransac
 from ..geometry import invert_pose, pose_errors, rigidity_error
+from ..input_bounds import stamp_problem
 from .landmarks import Landmarks, associate, disc_nms, track_klt
 from .pnp import project, reprojection_errors
 from .result import LOCALIZED, LOST, RelocResult
@@ -207,6 +208,9 @@ class SequenceRelocalizer:
         """
         t_start = time.perf_counter()
         gray, K = self._check_input(image, K)
+        problem = stamp_problem(stamp)
+        if problem is not None:
+            raise ValueError(problem)
         rel = self._check_motion(relative_motion)
         notes = self._maybe_reset(gray, K, stamp)
         st = self._state

@@ -18,6 +18,8 @@ import torch
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
 from ..head import HeadTrunk
 from ..inference import BACKENDS, compile_for_cpu
+from ..input_bounds import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits, array_problem,
+                            intrinsics_problem)
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from .result import LOCALIZED, LOST, RelocResult
@@ -63,7 +65,15 @@ class RelocConfig:
     # else torch) | torch | openvino (seqace_ros/inference.py).
     backend: str = "auto"
     threads: int = 0  # CPU threads of the networks; 0: torch's current thread count
+    # Input bounds (input_bounds.py): larger or thinner images are refused, not resized into
+    # seconds of encoder work.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     extra: dict = field(default_factory=dict)
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_pixels, self.max_image_aspect_ratio)
 
     def validate(self) -> "RelocConfig":
         problems = []
@@ -85,6 +95,9 @@ class RelocConfig:
             problems.append(f"threads {self.threads} < 0 (0: torch's current thread count)")
         if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
             problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
+        limits_problem = self.limits.problem()
+        if limits_problem is not None:
+            problems.append(limits_problem)
         if problems:
             raise ValueError("invalid relocalization settings: " + "; ".join(problems))
         return self
@@ -143,9 +156,12 @@ class Relocalizer:
     @torch.no_grad()
     def localize(self, image: np.ndarray, K: np.ndarray) -> RelocResult:
         """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size)."""
+        problem = array_problem(image, self.config.limits)
+        if problem is None:
+            problem = intrinsics_problem(K, image.shape[1], image.shape[0])
+        if problem is not None:
+            raise ValueError(problem)
         K = np.asarray(K, dtype=np.float64)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"intrinsics must be a finite 3x3 matrix with positive focal lengths, got {K}")
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         enc = self.encoder.encode(image)

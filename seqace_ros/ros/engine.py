@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +34,8 @@ class EngineSettings:
     image_height: int = 0  # 0: the map's own
     backend: str = "auto"
     threads: int = 0  # 0: all cores
+    max_image_pixels: int | None = None  # None: the relocalizer's defaults
+    max_image_aspect_ratio: float | None = None
 
 
 class LocalizationEngine:
@@ -65,6 +66,9 @@ class LocalizationEngine:
         kwargs["backend"] = self.settings.backend
         if self.settings.threads:
             kwargs.update(threads=self.settings.threads, ransac_threads=self.settings.threads)
+        for name in ("max_image_pixels", "max_image_aspect_ratio"):
+            if getattr(self.settings, name) is not None and name in names:
+                kwargs[name] = getattr(self.settings, name)
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
@@ -88,12 +92,13 @@ class LocalizationEngine:
 
     def load(self, path: str) -> dict:
         """Load ``path`` and switch to it; on any error the current map stays. Returns its metadata."""
-        from ..mapfile import MapFileError, load_map
+        from ..mapfile import MapFileError, load_map, map_path_problem
 
         if not path:
             raise EngineError("map_path is empty: set it to a map file written by build_map")
-        if not Path(path).is_file():
-            raise EngineError(f"map file {path} does not exist; build one with `ros2 run seqace_ros build_map`")
+        problem = map_path_problem(path)
+        if problem is not None:
+            raise EngineError(problem)
         t0 = time.perf_counter()
         try:
             scene_map = load_map(path)
@@ -102,6 +107,8 @@ class LocalizationEngine:
             raise
         except (MapFileError, ImportError, ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"cannot load map {path}: {exc}") from exc
+        except Exception as exc:  # nothing in a file may take the node down: the old map stays
+            raise EngineError(f"cannot load map {path}: {type(exc).__name__}: {exc}") from exc
         with self._lock:
             self.scene_map, self._reloc, self.map_path = scene_map, reloc, path
             self.warm = False

@@ -6,6 +6,7 @@ YAML against them, and the docs table is generated from them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -37,6 +38,8 @@ class ParamSpec:
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             return f"{self.name} must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+        if expected is float and not math.isfinite(value):
+            return f"{self.name} must be a finite number; got {value}"
         if self.choices is not None and value not in self.choices:
             return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
         if self.min_value is not None and value < self.min_value:
@@ -75,6 +78,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
+    # Literal copies of input_bounds' defaults and ceilings, so this table imports without numpy.
+    ParamSpec("max_image_pixels", 4096 * 4096, "Images (and CameraInfo sizes, and compressed-image headers, "
+              "checked before decoding) with more pixels are refused.", min_value=256, max_value=1 << 28,
+              read_only=True),
+    ParamSpec("max_image_aspect_ratio", 4.0, "Images whose width/height (or height/width) is larger are "
+              "refused: the encoder resizes every image to image_height rows, so a thin strip would become "
+              "a very wide one.", min_value=1.0, max_value=32.0, read_only=True),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
               allow_empty=False, frame=True),
     ParamSpec("odom_frame", "", "Odometry frame: when set, publish map -> odom (REP-105) using odom -> camera "

@@ -13,6 +13,7 @@ import collections
 import threading
 import time
 import traceback
+from dataclasses import fields
 
 import numpy as np
 import rclpy
@@ -30,6 +31,7 @@ from visualization_msgs.msg import Marker
 
 from ..data.ros_bag.images import ImageDecodeError, compressed_msg_to_bgr, image_msg_to_bgr
 from ..data.ros_bag.tf_buffer import TransformLookupError
+from ..input_bounds import ImageLimits
 from . import messages as M
 from .camera_model import CameraModel
 from .diagnostics import NodeStats
@@ -61,9 +63,7 @@ class RelocalizationNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare_parameters()
         self.stats = NodeStats()
-        self.engine = LocalizationEngine(EngineSettings(self.p["mode"], self.p["device"], self.p["num_cells"],
-                                                        self.p["image_height"], self.p["backend"],
-                                                        self.p["threads"]))
+        self.engine = LocalizationEngine(EngineSettings(**{f.name: self.p[f.name] for f in fields(EngineSettings)}))
         self._state_lock = threading.Lock()
         self._camera_info = None
         self._camera_model: CameraModel | None = None
@@ -326,10 +326,14 @@ class RelocalizationNode(Node):
             self.get_logger().warning(f"no camera_info on {self.resolve_topic_name('camera_info')} yet; "
                                       "images are skipped", throttle_duration_sec=5.0)
             return None
+        limits = ImageLimits(self.p["max_image_pixels"], self.p["max_image_aspect_ratio"])
         try:
-            if self._camera_model is None or not self._camera_model.matches(info, self.p["image_is_rectified"]):
-                self._camera_model = CameraModel(info, self.p["image_is_rectified"])
-            image = compressed_msg_to_bgr(msg) if isinstance(msg, CompressedImage) else image_msg_to_bgr(msg)
+            if self._camera_model is None or not self._camera_model.matches(info, self.p["image_is_rectified"], limits):
+                self._camera_model = CameraModel(info, self.p["image_is_rectified"], limits)
+            # Sizes are checked against the limits (and a compressed header against CameraInfo)
+            # before any pixel is decoded.
+            image = (compressed_msg_to_bgr(msg, limits, self._camera_model.size) if isinstance(msg, CompressedImage)
+                     else image_msg_to_bgr(msg, limits))
             return self._camera_model.prepare(image)
         except ImageDecodeError as exc:
             self.stats.bad_image(str(exc))

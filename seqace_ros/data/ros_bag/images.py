@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ...input_bounds import DEFAULT_LIMITS, ImageLimits, compressed_size, size_problem
+
 
 class ImageDecodeError(ValueError):
     """An image message that cannot be turned into a BGR image; the message says why."""
@@ -46,7 +48,7 @@ def _byte_array(data) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
-def image_msg_to_bgr(msg) -> np.ndarray:
+def image_msg_to_bgr(msg, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A sensor_msgs/Image as uint8 BGR (H, W, 3).
 
     16-bit images are scaled to 8 bit by their maximum (they are usually IR or depth cameras used
@@ -64,6 +66,9 @@ def image_msg_to_bgr(msg) -> np.ndarray:
     row_bytes = width * channels * itemsize
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"image has size {width}x{height}; expected a positive width and height")
+    problem = size_problem(width, height, limits)
+    if problem is not None:
+        raise ImageDecodeError(problem)
     if step < row_bytes:
         raise ImageDecodeError(
             f"image step {step} is smaller than width*channels*bytes = {row_bytes} for {msg.encoding}")
@@ -84,13 +89,30 @@ def image_msg_to_bgr(msg) -> np.ndarray:
     return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
 
 
-def compressed_msg_to_bgr(msg) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (jpeg, png, ...) as uint8 BGR (H, W, 3)."""
+def compressed_msg_to_bgr(msg, limits: ImageLimits = DEFAULT_LIMITS,
+                          expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (jpeg or png) as uint8 BGR (H, W, 3).
+
+    The size in the header is checked against ``limits`` (and ``expected_size``, (width, height)
+    from CameraInfo, when given) before any pixel is decoded: a small PNG can declare an image of
+    gigabytes.
+    """
     data = _byte_array(msg.data)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
+    fmt = getattr(msg, "format", "?")
+    declared = compressed_size(data) if data.size else None
+    if declared is None:
         raise ImageDecodeError(
-            f"cannot decode compressed image ({data.size} bytes, format {getattr(msg, 'format', '?')!r}); "
+            f"cannot decode compressed image ({data.size} bytes, format {fmt!r}): no jpeg or png header")
+    problem = size_problem(*declared, limits)
+    if problem is None and expected_size and tuple(expected_size) != (0, 0) and tuple(expected_size) != declared:
+        problem = (f"its header says {declared[0]}x{declared[1]} but camera_info describes "
+                   f"{expected_size[0]}x{expected_size[1]}: pair the image topic with its own camera_info")
+    if problem is not None:
+        raise ImageDecodeError(f"compressed image refused before decoding: {problem}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or (image.shape[1], image.shape[0]) != declared:
+        raise ImageDecodeError(
+            f"cannot decode compressed image ({data.size} bytes, format {fmt!r}); "
             "expected a jpeg or png payload")
     return image
 
@@ -106,6 +128,9 @@ def camera_info_to_intrinsics(msg) -> tuple[np.ndarray, np.ndarray, tuple[int, i
             f"camera_info has an unusable K {K.reshape(-1).tolist()}: calibrate the camera "
             "(fx, fy > 0 and K[2][2] == 1 are required)")
     dist = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    for name in ("d", "r", "p"):
+        if not np.all(np.isfinite(np.asarray(getattr(msg, name, ()), dtype=np.float64))):
+            raise ImageDecodeError(f"camera_info {name.upper()} contains NaN or inf: fix the camera driver's calibration")
     return K, dist, (int(msg.width), int(msg.height))
 
 
