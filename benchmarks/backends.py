@@ -10,7 +10,8 @@ clock starts) and report the median encoder / head / RANSAC / other / total ms, 
 recall at the four thresholds. ``--contention``: the same again while one other process spins on
 a core (a robot's busy computer), as a share of the alone rate. ``--gemm``: the head's matrix
 products against the peak this machine reaches at the same shapes (torch and OpenVINO, fp32 and
-bf16, several row counts), so the head's efficiency is a measured fraction, not a belief.
+bf16, several row counts), so the head's efficiency is a measured fraction, not a belief. OpenMP
+waits PASSIVE, as in the seqace command and the nodes (``--omp-default``: OpenMP's default).
 Prints tables and writes JSON.
 """
 
@@ -122,7 +123,14 @@ def main() -> int:
     ap.add_argument("--gemm", action="store_true", help="measure the GEMM ceiling at the head's shapes")
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
     ap.add_argument("--json", type=Path, default=REPO / "results" / "backends.json")
+    ap.add_argument("--omp-default", action="store_true",
+                    help="leave OpenMP's default wait policy (spinning) instead of the PASSIVE one the "
+                         "seqace command and the ROS nodes set")
     args = ap.parse_args()
+    if not args.omp_default:
+        from seqace_ros.threads import prefer_passive_waiting
+
+        prefer_passive_waiting()  # as the seqace command and the nodes do, before torch loads
 
     import torch
 
@@ -152,7 +160,8 @@ def main() -> int:
         peer["method"] = f"structure peer ({args.peer})"
     gemm = gemm_ceiling(args.threads, scene_map.metadata["head"]["width"]) if args.gemm else []
 
-    print(f"\nmap {args.map}, scene {args.scene}, {len(frames)} frames, {args.threads} threads, "
+    print(f"\nOMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
+    print(f"map {args.map}, scene {args.scene}, {len(frames)} frames, {args.threads} threads, "
           f"K={args.cells}, bf16 units: {cpu_supports_bf16()}, load average before: {os.getloadavg()[0]:.2f}")
     head = (f"{'method':28s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
             f" {'ransac':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s}")
@@ -179,6 +188,7 @@ def main() -> int:
         for g in gemm:
             print(f"  {g['runtime']:9s} {g['precision']:5s} rows {g['rows']:5d}: {g['gflops']:7.1f} GFLOP/s")
     write_json({"scene": str(args.scene), "map": str(args.map), "threads": args.threads,
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
                 "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                 "bf16_units": cpu_supports_bf16(), "results": rows, "peer": peer, "gemm": gemm}, args.json)
     print(f"\nJSON written to {args.json}")

@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--subpixel", type=int, default=2, help="corner refinement half-window (0: off)")
     ap.add_argument("--noise-cm", type=float, default=1.0, help="std of the position noise per axis")
     ap.add_argument("--noise-deg", type=float, default=0.3, help="std of the rotation noise per axis")
+    ap.add_argument("--detector", default="xfeat", choices=["xfeat", "corners"])
     ap.add_argument("--every", type=int, default=5, help="use every n-th query")
     ap.add_argument("--settings", default="{}", help="JSON overrides of RefineConfig")
     ap.add_argument("--threads", type=int, default=2)
@@ -56,9 +57,9 @@ def main() -> int:
     encoder = XFeatEncoder(device="cpu", image_height=480, threads=args.threads)
     t0 = time.perf_counter()
     point_map = build_point_map(load_split(args.scene, "train"), encoder, args.max_keypoints,
-                                subpixel_window=args.subpixel)
+                                subpixel_window=args.subpixel, detector=args.detector)
     build_s = time.perf_counter() - t0
-    config = RefineConfig(max_keypoints=args.max_keypoints, subpixel_window=args.subpixel,
+    config = RefineConfig(max_keypoints=args.max_keypoints, subpixel_window=args.subpixel, detector=args.detector,
                           **json.loads(args.settings))
     refiner = PoseRefiner(point_map, config, threads=args.threads)
     rng = np.random.default_rng(0)

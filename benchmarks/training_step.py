@@ -8,7 +8,8 @@ Runs the mapping step as the trainer does (head forward under autocast, ACE's re
 AdamW) on random buffer-shaped data, for a fixed wall time per setting, and reports iterations/s,
 samples/s and the head's GFLOP/s (forward + backward ~ 3x the forward's matrix work). With
 ``--contention`` each setting runs again while one other process spins on a core. OpenMP reads its
-wait policy when torch loads: run this script once per OMP_WAIT_POLICY to compare them.
+wait policy when torch loads: the script uses PASSIVE, as the seqace command does (``--omp-default``:
+OpenMP's default; OMP_WAIT_POLICY in the environment wins over both).
 """
 
 from __future__ import annotations
@@ -73,7 +74,14 @@ def main() -> int:
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--contention", action="store_true")
     ap.add_argument("--json", type=Path, default=REPO / "results" / "training_step.json")
+    ap.add_argument("--omp-default", action="store_true",
+                    help="leave OpenMP's default wait policy (spinning) instead of the PASSIVE one the "
+                         "seqace command and the ROS nodes set")
     args = ap.parse_args()
+    if not args.omp_default:
+        from seqace_ros.threads import prefer_passive_waiting
+
+        prefer_passive_waiting()  # as the seqace command and the nodes do, before torch loads
 
     import torch
 

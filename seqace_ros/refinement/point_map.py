@@ -147,7 +147,7 @@ class PointMap:
 
 def build_point_map(frames, encoder, max_keypoints: int = 2048,
                     settings: StructureSettings | None = None, progress: bool = True,
-                    subpixel_window: int = 0) -> PointMap:
+                    subpixel_window: int = 0, detector: str = "xfeat") -> PointMap:
     """Triangulate the mapping ``frames`` (posed SceneFrames) with the encoder's sparse features."""
     from tqdm import tqdm
 
@@ -158,12 +158,13 @@ def build_point_map(frames, encoder, max_keypoints: int = 2048,
         img = f.load_image()
         Ks.append(f.intrinsics(img.shape[1], img.shape[0]))
         lf = sparse_features(encoder.encode(img), max_keypoints, gray=to_gray(img),
-                             subpixel_window=subpixel_window)
+                             subpixel_window=subpixel_window, detector=detector)
         feats.append(LocalFeatures(lf.keypoints, lf.descriptors.astype(np.float16)))
     t_feat = time.perf_counter() - t0
     poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
     structure = structure_from_known_poses(feats, poses, np.stack(Ks), settings, progress)
     structure.stats["seconds"]["features"] = t_feat
     structure.stats["seconds"]["total"] = time.perf_counter() - t0
-    info = {"max_keypoints": int(max_keypoints), "subpixel_window": int(subpixel_window), "settings": asdict(settings), "stats": structure.stats}
+    info = {"max_keypoints": int(max_keypoints), "subpixel_window": int(subpixel_window),
+            "detector": detector, "settings": asdict(settings), "stats": structure.stats}
     return PointMap(structure.points.astype(np.float32), structure.point_desc.astype(np.float16), info)

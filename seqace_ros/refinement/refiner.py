@@ -29,7 +29,8 @@ class RefineConfig:
 
     enabled: bool = True
     max_keypoints: int = 2048  # query keypoints (the most salient cells)
-    subpixel_window: int = 0  # half-size of the corner refinement window (0: XFeat's pixel positions)
+    subpixel_window: int = 0  # half-size of the corner refinement window (0: the detector's positions)
+    detector: str = "xfeat"  # query keypoints: xfeat (salient cells) | corners (Shi-Tomasi); as the map's
     radius_px: float = 16.0  # first pass: candidates within this distance of the projection
     second_radius_px: float = 4.0  # second pass with the refined pose (0: one pass only)
     candidates: int = 32  # nearest projected points considered per keypoint
@@ -135,7 +136,8 @@ class PoseRefiner:
         """Refine ``pose_c2w`` (the regressed pose of the image ``enc`` was computed from)."""
         t0 = time.perf_counter()
         c = self.config
-        feats = sparse_features(enc, c.max_keypoints, gray=gray, subpixel_window=c.subpixel_window)
+        feats = sparse_features(enc, c.max_keypoints, gray=gray, subpixel_window=c.subpixel_window,
+                                detector=c.detector)
         pose, result, matches = pose_c2w, None, 0
         for radius in (c.radius_px, c.second_radius_px):
             if radius <= 0:

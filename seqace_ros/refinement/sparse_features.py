@@ -28,29 +28,43 @@ class LocalFeatures:
         return len(self.keypoints)
 
 
+DETECTORS = ("xfeat", "corners")
+
+
 @torch.no_grad()
 def sparse_features(enc: EncodedImage, max_keypoints: int, min_saliency: float = 0.0,
-                    gray: np.ndarray | None = None, subpixel_window: int = 0) -> LocalFeatures:
-    """The ``max_keypoints`` most salient cells' keypoints and their descriptors; with ``gray`` (the
-    uint8 image) and ``subpixel_window`` > 0, keypoints moved to the sub-pixel corner position."""
-    valid = torch.nonzero(enc.valid & (enc.saliency > min_saliency)).squeeze(1)
-    k = min(int(max_keypoints), valid.numel())
-    sel = valid[torch.topk(enc.saliency[valid], k).indices] if k else valid[:0]
-    h, w = enc.grid_hw
-    fmap = F.normalize(enc.features.float().t().reshape(1, -1, h, w), dim=1)
-    kp = enc.keypoints[sel].float()
-    cell_xy = _to_cell_units(enc, kp)
-    grid = torch.stack([2.0 * (cell_xy[:, 0] + 0.5) / w - 1.0, 2.0 * (cell_xy[:, 1] + 0.5) / h - 1.0], -1)
-    desc = F.grid_sample(fmap, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0].t()
-    desc = F.normalize(desc, dim=1)
-    xy = (kp - PIXEL_CENTER_OFFSET).cpu().numpy().astype(np.float32)
+                    gray: np.ndarray | None = None, subpixel_window: int = 0,
+                    detector: str = "xfeat") -> LocalFeatures:
+    """Keypoints and descriptors of the image ``enc`` was computed from.
+
+    ``detector``: ``xfeat``, the ``max_keypoints`` most salient cells' keypoints; ``corners``,
+    Shi-Tomasi corners of ``gray`` (the uint8 image). With ``subpixel_window`` > 0 keypoints are
+    moved to the sub-pixel corner position. Descriptors always come from the encoder's features."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector {detector!r}: choose one of {', '.join(DETECTORS)}")
+    if detector == "corners":
+        if gray is None:
+            raise ValueError("the corners detector needs the gray image")
+        found = cv2.goodFeaturesToTrack(gray, int(max_keypoints), 0.001, 4, blockSize=5)
+        xy = (found.reshape(-1, 2) if found is not None else np.zeros((0, 2))).astype(np.float32)
+    else:
+        valid = torch.nonzero(enc.valid & (enc.saliency > min_saliency)).squeeze(1)
+        k = min(int(max_keypoints), valid.numel())
+        sel = valid[torch.topk(enc.saliency[valid], k).indices] if k else valid[:0]
+        xy = (enc.keypoints[sel].float() - PIXEL_CENTER_OFFSET).cpu().numpy().astype(np.float32)
     if gray is not None and subpixel_window > 0 and len(xy):
         refined = cv2.cornerSubPix(gray, xy.reshape(-1, 1, 2).copy(), (subpixel_window, subpixel_window),
                                    (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 10, 0.01))
         refined = refined.reshape(-1, 2)
-        # A keypoint that slid away is not a corner at this scale: keep XFeat's position.
+        # A keypoint that slid away is not a corner at this scale: keep the detector's position.
         moved = np.linalg.norm(refined - xy, axis=1) <= 1.0
         xy = np.where(moved[:, None], refined, xy)
+    h, w = enc.grid_hw
+    fmap = F.normalize(enc.features.float().t().reshape(1, -1, h, w), dim=1)
+    cell_xy = _to_cell_units(enc, torch.from_numpy(xy + PIXEL_CENTER_OFFSET))
+    grid = torch.stack([2.0 * (cell_xy[:, 0] + 0.5) / w - 1.0, 2.0 * (cell_xy[:, 1] + 0.5) / h - 1.0], -1)
+    desc = F.grid_sample(fmap, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0].t()
+    desc = F.normalize(desc, dim=1)
     return LocalFeatures(xy, desc.cpu().numpy().astype(np.float32))
 
 
