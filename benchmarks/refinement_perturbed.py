@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--detector", default="xfeat", choices=["xfeat", "corners"])
     ap.add_argument("--every", type=int, default=5, help="use every n-th query")
     ap.add_argument("--settings", default="{}", help="JSON overrides of RefineConfig")
+    ap.add_argument("--structure", default="{}",
+                    help="JSON overrides of StructureSettings (\"triangulation\": a dict of its fields)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=REPO / "results" / "refinement_perturbed.json")
     args = ap.parse_args()
@@ -50,14 +52,20 @@ def main() -> int:
     from seqace_ros.data.scene_folder import load_split
     from seqace_ros.encoder import XFeatEncoder
     from seqace_ros.evaluation import write_json
-    from seqace_ros.refinement.point_map import build_point_map
+    from seqace_ros.refinement.point_map import StructureSettings, build_point_map
+    from seqace_ros.refinement.triangulation import TriangulationSettings
     from seqace_ros.refinement.refiner import PoseRefiner, RefineConfig
 
     torch.set_num_threads(args.threads)
     encoder = XFeatEncoder(device="cpu", image_height=480, threads=args.threads)
     t0 = time.perf_counter()
+    over = json.loads(args.structure)
+    if "triangulation" in over:
+        over["triangulation"] = TriangulationSettings(**{**asdict(StructureSettings().triangulation),
+                                                         **over["triangulation"]})
     point_map = build_point_map(load_split(args.scene, "train"), encoder, args.max_keypoints,
-                                subpixel_window=args.subpixel, detector=args.detector)
+                                StructureSettings(**over), subpixel_window=args.subpixel,
+                                detector=args.detector)
     build_s = time.perf_counter() - t0
     config = RefineConfig(max_keypoints=args.max_keypoints, subpixel_window=args.subpixel, detector=args.detector,
                           **json.loads(args.settings))
