@@ -123,9 +123,8 @@ def row_record(label: str, frames, results, poses_live: bool, seq_results=None) 
 def run_map(map_path: Path, scene: Path, args) -> dict:
     import torch
 
-    from seqace_ros.cli import _with_sequence_resets
     from seqace_ros.data.scene_folder import load_split
-    from seqace_ros.evaluation import FrameResult, localize_frames
+    from seqace_ros.evaluation import FrameResult, localize_frames, with_sequence_resets
     from seqace_ros.mapfile import load_map
     from seqace_ros.relocalization import RelocConfig, Relocalizer
     from seqace_ros.relocalization.sequence import SequenceConfig, SequenceRelocalizer
@@ -157,7 +156,7 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
     # 2. sequence mode, live, exactly as `seqace evaluate --mode sequence`
     seq = SequenceRelocalizer(reloc.localize)
     seq_out = []
-    fn = _with_sequence_resets(seq, frames)
+    fn = with_sequence_resets(seq, frames)
 
     def sequence(image, K):
         r = fn(image, K)

@@ -43,7 +43,7 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
                         "keypoint as frame target (keypoint, SeqACE's choice)")
 
 
-def _mapping_config(args):
+def mapping_config_from_args(args):
     from .mapping import profile
 
     over = {k: v for k, v in {
@@ -75,7 +75,7 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
                         "installed, else torch")
 
 
-def _reloc_config(args):
+def reloc_config_from_args(args):
     from .relocalization import RelocConfig
 
     cfg = RelocConfig(num_cells=args.cells,
@@ -102,7 +102,7 @@ def cmd_map(args) -> int:
     from .mapping import train_map
 
     src = Path(args.source)
-    config = _mapping_config(args)
+    config = mapping_config_from_args(args)
     problem = map_output_problem(args.out, _map_size_estimate(config))
     if problem is not None:  # before training: minutes of work must not end in an unwritable path
         raise MapFileError(f"--out: {problem}")
@@ -133,67 +133,21 @@ def cmd_map(args) -> int:
     return 0
 
 
-def _make_localizer(args, scene_map):
-    from .relocalization import Relocalizer
+def make_localizer_from_args(args, scene_map):
+    """The Localizer the evaluate/demo arguments ask for."""
+    from .relocalization.localizer import make_localizer
 
-    mode = getattr(args, "mode", "single")
-    cfg = _reloc_config(args)
-    if mode == "dense":
-        cfg = replace(cfg, num_cells=10 ** 9)
-    reloc = Relocalizer(scene_map, cfg, device=args.reloc_device)
-    if mode == "sequence":
-        try:
-            from .relocalization.sequence import SequenceRelocalizer
-        except ImportError as exc:
-            raise SystemExit(f"sequence mode is not available in this build: {exc}")
-        return SequenceRelocalizer(reloc.localize), reloc
-    return reloc, reloc
-
-
-def evaluate(scene: Path, scene_map, args, progress: bool = True) -> tuple[dict, list]:
-    from .data.scene_folder import load_split
-    from .evaluation import localize_frames, summarize
-
-    frames = load_split(scene, "test")
-    if args.limit:
-        frames = frames[: args.limit]
-    localizer, reloc = _make_localizer(args, scene_map)
-    fn = localizer.localize
-    if hasattr(localizer, "reset"):
-        # Sequence mode: the caller marks sequence boundaries from the frame numbering.
-        fn = _with_sequence_resets(localizer, frames)
-    results = localize_frames(fn, frames, progress=progress)
-    report = summarize(results, mode=getattr(args, "mode", "single"), scene=str(scene),
-                       map=reloc.map.metadata.get("training", {}).get("config", {}),
-                       relocalizer=reloc.describe())
-    return report, results
-
-
-def _with_sequence_resets(localizer, frames):
-    """Reset the sequence state where a new recording starts, seen from a jump in the frame
-    numbering (e.g. redkitchen's blocks of 50): nothing may leak across a boundary. Ground-truth
-    poses are not used for this: that would leak the answer into the evaluation."""
-    from .relocalization.sequence_boundaries import sequence_starts
-
-    starts = sequence_starts([f.name for f in frames])
-    state = {"i": 0}
-
-    def fn(image, K):
-        i = state["i"]
-        state["i"] += 1
-        if starts[i]:
-            localizer.reset()
-        return localizer.localize(image, K)
-
-    return fn
+    return make_localizer(scene_map, reloc_config_from_args(args), mode=getattr(args, "mode", "single"),
+                          device=args.reloc_device)
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import format_table, per_frame_records, plot_report, write_json
+    from .evaluation import evaluate_scene, format_table, per_frame_records, plot_report, write_json
     from .mapfile import load_map
 
     scene_map = load_map(args.map)
-    report, results = evaluate(Path(args.scene), scene_map, args, progress=not args.quiet)
+    report, results = evaluate_scene(args.scene, make_localizer_from_args(args, scene_map), args.mode,
+                                     args.limit, progress=not args.quiet, scene_map=scene_map)
     print(format_table(report, title=f"{args.scene} ({report['mode']})"))
     unusable = [r for r in results if r.error and r.error.startswith("unusable")]
     if unusable:
@@ -219,7 +173,7 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args)
+    return run_demo(args, mapping_config_from_args(args), reloc_config_from_args(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

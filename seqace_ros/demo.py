@@ -12,8 +12,13 @@ import time
 from argparse import Namespace
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .mapping import MappingConfig
+    from .relocalization import RelocConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,7 @@ def _scene_folder(args: Namespace, out: Path) -> tuple[Path, float, str]:
     return folder, secs, f"synthetic '{kind}' scene"
 
 
-def _demo_mapping_config(args: Namespace):
-    from .cli import _mapping_config
-
-    cfg = _mapping_config(args)
+def _demo_mapping_config(args: Namespace, cfg: MappingConfig) -> MappingConfig:
     # Unless the user chose otherwise, use the demo's smaller budget for the bundled scene.
     if args.iterations is None and args.profile == "cpu":
         cfg = replace(cfg, iterations=DEMO_ITERATIONS)
@@ -58,17 +60,18 @@ def _demo_mapping_config(args: Namespace):
     return cfg.validate()
 
 
-def run_demo(args: Namespace) -> int:
-    from .cli import evaluate
+def run_demo(args: Namespace, mapping_config: MappingConfig, reloc_config: RelocConfig) -> int:
+    """The demo of the ``seqace demo`` arguments, with the settings the CLI derived from them."""
     from .data.scene_folder import load_split
-    from .evaluation import format_table, per_frame_records, plot_report, write_json
+    from .evaluation import evaluate_scene, format_table, per_frame_records, plot_report, write_json
     from .mapping import train_map
+    from .relocalization.localizer import make_localizer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     scene, gen_s, what = _scene_folder(args, out)
-    config = _demo_mapping_config(args)
+    config = _demo_mapping_config(args, mapping_config)
     frames = load_split(scene, "train")
     print(f"mapping {len(frames)} frames ({config.iterations} iterations, head width "
           f"{config.head_width}, buffer {config.buffer_size})")
@@ -78,7 +81,9 @@ def run_demo(args: Namespace) -> int:
     map_path = scene_map.save(out / "map.safetensors")
     print(f"map written to {map_path} in {map_s:.1f} s")
     t0 = time.perf_counter()
-    report, results = evaluate(scene, scene_map, args, progress=not args.quiet)
+    localizer = make_localizer(scene_map, reloc_config, mode=args.mode, device=args.reloc_device)
+    report, results = evaluate_scene(scene, localizer, args.mode, args.limit, progress=not args.quiet,
+                                     scene_map=scene_map)
     loc_s = time.perf_counter() - t0
     report.update({"mapping_s": map_s, "generation_s": gen_s, "localization_wall_s": loc_s,
                    "demo_wall_s": time.perf_counter() - t_all, "source": what})
@@ -89,25 +94,25 @@ def run_demo(args: Namespace) -> int:
     json_path = Path(args.json) if args.json else out / "report.json"
     write_json({**report, "per_frame": per_frame_records(results)}, json_path)
     plot_report(results, out / "trajectory.png", title=f"seqace demo: {what}")
-    _plot_inliers(scene, scene_map, args, out / "inliers.png")
+    _plot_inliers(scene, scene_map, reloc_config, args, out / "inliers.png")
     print(f"report {json_path}, plots {out / 'trajectory.png'} and {out / 'inliers.png'}")
     return 0
 
 
-def _plot_inliers(scene: Path, scene_map, args: Namespace, path: Path, count: int = 4) -> None:
+def _plot_inliers(scene: Path, scene_map, reloc_config: RelocConfig, args: Namespace, path: Path,
+                  count: int = 4) -> None:
     """A few query images with their 2D-3D correspondences: inliers green, outliers red."""
     import cv2
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .cli import _reloc_config
     from .data.scene_folder import load_split
     from .relocalization import Relocalizer
 
     frames = load_split(scene, "test")
     picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).astype(int)
-    reloc = Relocalizer(scene_map, _reloc_config(args), device=args.reloc_device)
+    reloc = Relocalizer(scene_map, reloc_config, device=args.reloc_device)
     fig, axes = plt.subplots(1, len(picks), figsize=(5 * len(picks), 4.2))
     for ax, i in zip(np.atleast_1d(axes), picks):
         f = frames[i]

@@ -207,3 +207,37 @@ def localize_frames(localize, frames, progress: bool = True, desc: str = "locali
                                    r.num_inliers, dict(r.timing_ms),
                                    error=None if r.localized else f"lost: {r.message}"))
     return results
+
+
+def with_sequence_resets(localizer, frames):
+    """``localizer.localize`` that first resets the localizer where a new recording starts, seen
+    from a jump in the frame numbering (e.g. redkitchen's blocks of 50): nothing may leak across a
+    boundary. Ground-truth poses are not used for this: that would leak the answer."""
+    from .relocalization.sequence_boundaries import sequence_starts
+
+    starts = sequence_starts([f.name for f in frames])
+    state = {"i": 0}
+
+    def fn(image, K):
+        i = state["i"]
+        state["i"] += 1
+        if starts[i]:
+            localizer.reset()
+        return localizer.localize(image, K)
+
+    return fn
+
+
+def evaluate_scene(scene: str | Path, localizer, mode: str = "single", limit: int | None = None,
+                   progress: bool = True, scene_map=None) -> tuple[dict, list[FrameResult]]:
+    """Localize every frame of ``scene``/test (the first ``limit``) with ``localizer`` (a
+    relocalization.Localizer) and summarize: the report dict and the per-frame results."""
+    from .data.scene_folder import load_split
+
+    frames = load_split(scene, "test")
+    if limit:
+        frames = frames[:limit]
+    results = localize_frames(with_sequence_resets(localizer, frames), frames, progress=progress)
+    training = (scene_map.metadata.get("training", {}).get("config", {}) if scene_map is not None else {})
+    report = summarize(results, mode=mode, scene=str(scene), map=training, relocalizer=localizer.describe())
+    return report, results

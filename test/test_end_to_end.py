@@ -110,12 +110,12 @@ def test_wrong_map_file_is_refused_by_the_cli(room, tmp_path, capsys):
 
 
 def test_every_mapping_profile_is_offered_by_the_cli_and_overrides_apply(capsys):
-    from seqace_ros.cli import _mapping_config, build_parser
+    from seqace_ros.cli import build_parser, mapping_config_from_args
     from seqace_ros.mapping.config import PROFILES
 
     base = ["map", "scene", "--out", "m.safetensors", "--seed", "7", "--profile"]
     for name, preset in PROFILES.items():
-        cfg = _mapping_config(build_parser().parse_args(base + [name]))
+        cfg = mapping_config_from_args(build_parser().parse_args(base + [name]))
         assert cfg.iterations == preset.iterations and cfg.seed == 7, name
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["best"])
@@ -145,3 +145,27 @@ def test_sequence_benchmark_runs_on_two_maps_and_writes_the_summary(room, room_m
     # the same map twice: the single-frame rows agree frame for frame
     a, b = (m["rows"][0]["per_frame"] for m in data["maps"])
     assert [f["name"] for f in a] == [f["name"] for f in b]
+
+
+def test_one_factory_makes_every_mode_behind_one_interface(room, room_map):
+    """make_localizer is how the CLI, the demo and the node build localizers: every mode answers
+    localize(image, K, stamp=..., relative_motion=...), reset() and describe() the same way."""
+    from seqace_ros.relocalization import MODES, Localizer, make_localizer
+
+    scene_map = load_map(room_map)
+    frames = load_split(room, "test")[:3]
+    for mode in MODES:
+        loc = make_localizer(scene_map, RelocConfig(num_cells=500, min_inliers=30), mode=mode, device="cpu")
+        assert isinstance(loc, Localizer)
+        localized = 0
+        for i, f in enumerate(frames):
+            img = f.load_image()
+            r = loc.localize(img, f.intrinsics(img.shape[1], img.shape[0]), stamp=0.1 * i,
+                             relative_motion=None)
+            localized += r.localized
+        assert localized >= 2, mode
+        loc.reset()
+        assert loc.describe()["config"]["num_cells"] == (10 ** 9 if mode == "dense" else 500)
+    assert make_localizer(scene_map, mode="sequence", device="cpu").describe()["mode"] == "sequence"
+    with pytest.raises(ValueError, match="choose one of"):
+        make_localizer(scene_map, mode="fast", device="cpu")

@@ -183,11 +183,19 @@ def test_diagnostics_verdicts():
 
 # ------------------------------------------------------------------ engine
 class _FakeReloc:
+    """A relocalization.Localizer that always answers ``result``."""
+
     def __init__(self, result):
         self.result = result
 
-    def localize(self, image, K):
+    def localize(self, image, K, *, stamp=None, relative_motion=None):
         return self.result
+
+    def reset(self):
+        pass
+
+    def describe(self):
+        return {}
 
 
 def test_engine_never_passes_on_a_pose_without_a_well_formed_covariance():

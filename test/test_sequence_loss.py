@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqace_ros.cli import _mapping_config, build_parser
+from seqace_ros.cli import build_parser, mapping_config_from_args
 from seqace_ros.data.scene_folder import load_split
 from seqace_ros.encoder import XFeatEncoder
 from seqace_ros.mapping import MappingConfig, matching, train_map, trainer
@@ -258,4 +258,4 @@ def test_sequence_map_records_matching_and_localizes_its_queries(room, tmp_path)
 def test_cli_sequence_flag(argv, expected):
     for cmd in (["map", "scene", "--out", "m.safetensors"], ["demo"]):
         args = build_parser().parse_args(cmd + argv)
-        assert _mapping_config(args).sequence is expected
+        assert mapping_config_from_args(args).sequence is expected

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import cv2
@@ -174,9 +174,21 @@ class SequenceRelocalizer:
                             "Relocalizer(...).localize")
         self.single_frame_localize = single_frame_localize
         self.config = config
+        self._describe_single = None
         self._state = _State()
 
+    @classmethod
+    def around(cls, relocalizer, config: SequenceConfig = SequenceConfig()) -> "SequenceRelocalizer":
+        """Sequence mode over a single-frame relocalizer, which also describes it."""
+        seq = cls(relocalizer.localize, config)
+        seq._describe_single = relocalizer.describe
+        return seq
+
     # -- public API -----------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        single = self._describe_single() if self._describe_single is not None else {}
+        return {**single, "mode": "sequence", "sequence": asdict(self.config)}
 
     def reset(self) -> None:
         """Forget all landmarks, earlier frames, images, poses and stamps (start of a new sequence)."""

@@ -123,7 +123,8 @@ class Relocalizer:
         self.amp = autocast_dtype(self.config.precision, self.device)
         self._trunk = None  # the head's compiled trunk when the backend is not torch
         if getattr(self.encoder, "backend", "torch") == "openvino":
-            example = torch.zeros(self.config.num_cells, self.head.in_dim)
+            # Any row count traces the same graph (rows are a dynamic axis); dense mode asks for 1e9.
+            example = torch.zeros(min(self.config.num_cells, 1024), self.head.in_dim)
             self._trunk = compile_for_cpu(HeadTrunk(self.head), example,
                                           "bf16" if self.amp == torch.bfloat16 else "fp32",
                                           self.config.threads or torch.get_num_threads(),
@@ -153,9 +154,14 @@ class Relocalizer:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             return self.head(features).float()
 
+    def reset(self) -> None:
+        """Nothing is carried between frames (the Localizer interface)."""
+
     @torch.no_grad()
-    def localize(self, image: np.ndarray, K: np.ndarray) -> RelocResult:
-        """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size)."""
+    def localize(self, image: np.ndarray, K: np.ndarray, *, stamp: float | None = None,
+                 relative_motion: np.ndarray | None = None) -> RelocResult:
+        """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size).
+        ``stamp`` and ``relative_motion`` are accepted for the Localizer interface and unused."""
         problem = array_problem(image, self.config.limits)
         if problem is None:
             problem = intrinsics_problem(K, image.shape[1], image.shape[0])

@@ -18,14 +18,6 @@ class EngineError(RuntimeError):
     """A map or mode that cannot be used; the message says why and what to do."""
 
 
-def sequence_mode_available() -> bool:
-    try:
-        from ..relocalization.sequence import SequenceRelocalizer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass
 class EngineSettings:
     mode: str = "single"
@@ -72,23 +64,13 @@ class LocalizationEngine:
         return RelocConfig(**kwargs)
 
     def _make(self, scene_map, mode: str):
-        from ..relocalization import Relocalizer
+        from ..relocalization.localizer import make_localizer
 
         if self.settings.threads:
             import torch
 
             torch.set_num_threads(self.settings.threads)
-
-        single = Relocalizer(scene_map, self._config(), device=self.settings.device)
-        if mode != "sequence":
-            return single
-        try:
-            from ..relocalization.sequence import SequenceRelocalizer
-        except ImportError as exc:
-            raise EngineError("mode 'sequence' needs seqace_ros.relocalization.sequence, which this "
-                              "installation lacks; use mode 'single'") from exc
-        # The tracker wraps the single-frame localizer (it is injected, not subclassed).
-        return SequenceRelocalizer(single.localize)
+        return make_localizer(scene_map, self._config(), mode=mode, device=self.settings.device)
 
     def load(self, path: str) -> dict:
         """Load ``path`` and switch to it; on any error the current map stays. Returns its metadata."""
@@ -129,8 +111,7 @@ class LocalizationEngine:
         with self._lock:
             if self._reloc is not None:
                 self._reloc.localize(image, K)
-                if hasattr(self._reloc, "reset"):
-                    self._reloc.reset()
+                self._reloc.reset()
             self.warm = True
         self.warm_up_seconds = time.perf_counter() - t0
         return True
@@ -154,7 +135,7 @@ class LocalizationEngine:
     def reset(self) -> None:
         """Forget the sequence window (a no-op in single mode)."""
         with self._lock:
-            if self._reloc is not None and hasattr(self._reloc, "reset"):
+            if self._reloc is not None:
                 self._reloc.reset()
 
     def scene_points(self) -> np.ndarray:
@@ -167,10 +148,7 @@ class LocalizationEngine:
         with self._lock:
             if self._reloc is None:
                 return RelocResult(status=LOST, message="no map loaded")
-            if self.settings.mode == "sequence":
-                result = self._reloc.localize(image, K, stamp=stamp, relative_motion=relative_motion)
-            else:
-                result = self._reloc.localize(image, K)
+            result = self._reloc.localize(image, K, stamp=stamp, relative_motion=relative_motion)
         # Never pass on a confident pose without an honest covariance.
         if result.localized and (result.pose_c2w is None or not covariance_is_well_formed(result.covariance)):
             return RelocResult(status=LOST, num_inliers=result.num_inliers, timing_ms=result.timing_ms,
