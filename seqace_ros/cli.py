@@ -232,12 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    from .data.scene_folder import SceneError
-    from .encoder import EncoderError
-    from .mapfile import MapFileError
+    from .errors import SeqaceError
+
     try:
         return int(args.func(args) or 0)
-    except (SceneError, MapFileError, EncoderError, ValueError, OSError) as exc:
+    except (SeqaceError, ValueError, OSError) as exc:  # the one edge: a line, not a traceback
         print(f"seqace {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import SeqaceError
 from .inference import compile_model, convert, resolve_backend
 from .input_bounds import HARD_LIMITS, ImageLimits, size_problem
 from .precision import cpu_supports_bf16
@@ -34,7 +35,7 @@ PAD_MULTIPLE = 32
 PIXEL_CENTER_OFFSET = 0.5
 
 
-class EncoderError(RuntimeError):
+class EncoderError(SeqaceError, RuntimeError):
     """The encoder cannot be built: missing package, wrong weights, unknown name."""
 
 

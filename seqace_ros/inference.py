@@ -15,10 +15,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import SeqaceError
+
 BACKENDS = ("auto", "torch", "openvino")
 
 
-class BackendError(ValueError):
+class BackendError(SeqaceError, ValueError):
     """An inference backend that cannot be used here; the message says why and what to do."""
 
 

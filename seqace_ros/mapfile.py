@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import SeqaceError
 from .head import SceneHead
 from .map_validation import metadata_problem, shapes_problem
 
@@ -28,7 +29,7 @@ METADATA_KEY = "seqace_ros"
 POINTS_KEY = "scene_points"
 
 
-class MapFileError(ValueError):
+class MapFileError(SeqaceError, ValueError):
     """A map file that cannot be used; the message says why and what to do."""
 
 

@@ -21,6 +21,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from .errors import SeqaceError
+
 __all__ = [
     "NativeExtensionMissing",
     "RansacOptions",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class NativeExtensionMissing(ImportError):
+class NativeExtensionMissing(SeqaceError, ImportError):
     """The C++ extension seqace_ros._native has not been built."""
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..errors import SeqaceError
 from ..geometry import project_to_so3, rigidity_error
 from ..input_bounds import HARD_LIMITS, compressed_size
 
@@ -23,11 +24,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pg
 RIGIDITY_TOLERANCE = 2e-2
 
 
-class SceneError(ValueError):
+class SceneError(SeqaceError, ValueError):
     """A scene folder, pose or calibration file that cannot be used; the message names the file."""
 
 
-class ImageReadError(IOError):
+class ImageReadError(SeqaceError, IOError):
     """An image file that could not be decoded."""
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.scene_folder import SceneFrame
+from ..errors import SeqaceError
 from ..relocalization.sequence_boundaries import BoundaryConfig, sequence_starts
 from . import match_cache
 
@@ -36,7 +37,7 @@ MATCHERS = ("mnn", "lighterglue")
 RANSAC_METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.FM_RANSAC}
 
 
-class MatchingError(ValueError):
+class MatchingError(SeqaceError, ValueError):
     """Unusable input to the matcher; the message says what to change."""
 
 

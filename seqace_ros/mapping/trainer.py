@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..data.scene_folder import SceneFrame
 from ..encoder import build_encoder, resolve_device
+from ..errors import SeqaceError
 from ..head import SceneHead
 from ..mapfile import SceneMap
 from ..precision import autocast_dtype
@@ -181,7 +182,7 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     return SceneMap(head=head, metadata=meta, scene_points=points)
 
 
-class NonFiniteLoss(ArithmeticError):
+class NonFiniteLoss(SeqaceError, ArithmeticError):
     """The training loss became NaN or inf; ``images``: indices of the frames whose samples did."""
 
     def __init__(self, iteration: int, value: float, images: list[int]):

@@ -10,11 +10,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..errors import SeqaceError
 from ..relocalization.result import LOST, RelocResult
 from .tf_math import covariance_is_well_formed
 
 
-class EngineError(RuntimeError):
+class EngineError(SeqaceError, RuntimeError):
     """A map or mode that cannot be used; the message says why and what to do."""
 
 

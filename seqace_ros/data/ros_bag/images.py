@@ -9,10 +9,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ...errors import SeqaceError
 from ...input_bounds import DEFAULT_LIMITS, ImageLimits, compressed_size, size_problem
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SeqaceError, ValueError):
     """An image message that cannot be turned into a BGR image; the message says why."""
 
 

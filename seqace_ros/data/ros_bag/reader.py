@@ -18,6 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ...errors import SeqaceError
 from ...geometry import project_to_so3, quaternion_xyzw_to_matrix
 from ..scene_folder import SceneFrame
 from .images import ImageDecodeError, camera_info_to_intrinsics, compressed_msg_to_bgr, image_msg_to_bgr
@@ -31,7 +32,7 @@ POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovari
               "nav_msgs/msg/Odometry", "geometry_msgs/msg/TransformStamped")
 
 
-class BagError(ValueError):
+class BagError(SeqaceError, ValueError):
     """A bag that cannot be turned into posed frames; the message says what is missing and what exists."""
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import SeqaceError
 from ...geometry import invert_pose, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
 
 
-class TransformLookupError(LookupError):
+class TransformLookupError(SeqaceError, LookupError):
     """A transform that the buffer cannot give: unknown frame, no connection, or out of time range."""
 
 
