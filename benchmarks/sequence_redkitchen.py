@@ -57,16 +57,9 @@ if str(REPO) not in sys.path:
 DEFAULT_SCENE = REPO.parent / "shared" / "data" / "7scenes_redkitchen"
 DEFAULT_MAP = REPO / "results" / "redkitchen_default.safetensors"
 KEYS = ("10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg")
-PATHS = ("fused", "tracking only", "single-frame pose rejected", "single-frame only",
-         "landmarks dropped", "lost")
-
-
 def path_of(r) -> str:
-    """Which decision produced a sequence result (from its message)."""
-    if not r.localized:
-        return "lost"
-    last = r.message.split("; ")[-1]
-    return next((p for p in PATHS if p in last), last)
+    """Which decision produced a sequence result (its SequenceDecision)."""
+    return r.decision.path.value if r.decision is not None else ("single" if r.localized else "lost")
 
 
 def parse_variants(spec: str) -> list[dict]:

@@ -590,3 +590,18 @@ def test_redkitchen_query_blocks_are_found(redkitchen):
     assert np.flatnonzero(starts).tolist() == list(range(0, 500, 50))
     assert np.array_equal(sequence_starts([f.name for f in frames], [f.pose_c2w for f in frames]),
                           starts)
+
+
+def test_every_sequence_result_carries_its_decision_as_a_type():
+    """Callers (the benchmark, reports) read which path produced a pose from RelocResult.decision,
+    not by parsing the message."""
+    from seqace_ros.relocalization.sequence import SequenceDecision, SequencePath
+
+    stub = Stub(n_points=200, seed=3)
+    results = run(SequenceRelocalizer(stub), stub, smooth_path(8))
+    for r in results:
+        assert isinstance(r.decision, SequenceDecision)
+        assert (r.decision.path is SequencePath.LOST) == (not r.localized)
+        assert r.decision.frames >= (1 if r.localized else 0)
+    assert results[0].decision.path is SequencePath.SINGLE
+    assert any(r.decision.path is SequencePath.FUSED and r.decision.frames > 1 for r in results[1:])

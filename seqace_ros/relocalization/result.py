@@ -30,7 +30,8 @@ class RelocResult:
     points3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))  # map frame
     inliers: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     timing_ms: dict[str, float] = field(default_factory=dict)  # encoder, head, ransac, total
-    message: str = ""  # why lost, or which path produced the pose (e.g. "dense fallback")
+    message: str = ""  # why lost, or which path produced the pose (e.g. "dense fallback"), for people
+    decision: object | None = None  # sequence mode: its SequenceDecision (which path, from how many frames)
 
     @property
     def localized(self) -> bool:

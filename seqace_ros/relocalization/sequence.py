@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Callable
 
 import cv2
@@ -44,6 +45,26 @@ from .pnp import project, reprojection_errors
 from .result import LOCALIZED, LOST, RelocResult
 
 SingleFrameLocalize = Callable[[np.ndarray, np.ndarray], RelocResult]
+
+
+class SequencePath(str, Enum):
+    """Which decision produced a sequence-mode result."""
+
+    FUSED = "fused"  # one multi-frame estimate from this and earlier frames
+    TRACKING = "tracking"  # earlier frames alone (the single-frame pose was rejected or missing)
+    SINGLE = "single"  # the single-frame pose
+    RESTART = "restart"  # the single-frame pose, landmarks and earlier frames dropped
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class SequenceDecision:
+    """The decision behind a sequence-mode result (``RelocResult.decision``)."""
+
+    path: SequencePath
+    frames: int  # frames whose correspondences the pose comes from
+    landmarks: int  # landmarks tracked into this frame
+    disagreements: int  # single-frame poses rejected in a row so far
 
 
 @dataclass(frozen=True)
@@ -254,6 +275,9 @@ class SequenceRelocalizer:
         t0 = time.perf_counter()
         result, path, est = self._decide(obs, tracked, K, predicted, odometry,
                                          notes + track_note + motion_note)
+        frames = (1 + len(st.history) if path is SequencePath.FUSED
+                  else 0 if path is SequencePath.LOST else 1)
+        result.decision = SequenceDecision(path, frames, len(tracked), st.disagreements)
         t_multi = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -460,9 +484,8 @@ class SequenceRelocalizer:
 
     def _decide(self, obs: RelocResult, tracked: Landmarks, K: np.ndarray,
                 predicted: np.ndarray | None, odometry: bool, notes: str
-                ) -> tuple[RelocResult, str, _Estimate | None]:
-        """(result, path, estimate) with path one of "fused" (joint estimate), "tracking" (earlier
-        frames alone), "single", "restart" (single-frame pose, landmarks dropped) or "lost"."""
+                ) -> tuple[RelocResult, SequencePath, _Estimate | None]:
+        """(result, path, estimate): which SequencePath applies, its result and its estimate."""
         st, cfg = self._state, self.config
         obs_ok = self._observation_usable(obs)
         if obs_ok and predicted is not None:
@@ -476,7 +499,7 @@ class SequenceRelocalizer:
                     return self._single(obs, tracked, notes + (
                         f"single-frame pose {by} from the odometry prediction; "
                         f"{st.disagreements} disagreements in a row: landmarks dropped, "
-                        "single-frame pose")), "restart", None
+                        "single-frame pose")), SequencePath.RESTART, None
                 obs_ok = False
                 notes += f"single-frame pose rejected: {by} from the odometry prediction; "
             elif bad:
@@ -493,28 +516,28 @@ class SequenceRelocalizer:
                 return self._make(est, obs, tracked, notes + (
                     f"fused (multi-frame RANSAC, {n_frames} frames"
                     f"{' + landmarks' if cfg.joint_landmarks else ''}, {est.num_inliers} inliers)")), \
-                    "fused", est
+                    SequencePath.FUSED, est
             notes += (f"{est.message}; " if est.pose_c2w is None else
                       "joint estimate far from both the single-frame and the predicted pose; ")
-            return self._single(obs, tracked, notes + "single-frame only"), "single", None
+            return self._single(obs, tracked, notes + "single-frame only"), SequencePath.SINGLE, None
         if predicted is not None:
             est = self._sequence_estimate(tracked, K)
             if est.pose_c2w is not None:
                 return self._make(est, obs, tracked, notes + "tracking only"), \
-                    "tracking", est
+                    SequencePath.TRACKING, est
             notes += f"tracking failed ({est.message}); "
         elif len(tracked):
             notes += "tracking failed (no relative motion); "
         if obs_ok:
-            return self._single(obs, tracked, notes + "single-frame only"), "single", None
+            return self._single(obs, tracked, notes + "single-frame only"), SequencePath.SINGLE, None
         why = obs.message or f"single-frame {obs.status} with {obs.num_inliers} inliers"
         return RelocResult(LOST, message=notes + f"lost: no trustworthy pose ({why})",
                            points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), \
-            "lost", None
+            SequencePath.LOST, None
 
     def _resolve_disagreement(self, obs: RelocResult, tracked: Landmarks, K: np.ndarray,
                               predicted: np.ndarray, notes: str
-                              ) -> tuple[RelocResult, str, _Estimate | None]:
+                              ) -> tuple[RelocResult, SequencePath, _Estimate | None]:
         cfg, st = self.config, self._state
         s_obs = self._support(obs.pose_c2w, tracked, obs, K)
         s_seq = self._support(predicted, tracked, obs, K)
@@ -525,20 +548,20 @@ class SequenceRelocalizer:
             if st.disagreements >= cfg.max_disagreements:
                 # the landmarks may be consistently wrong: start over from the single-frame pose
                 return self._single(obs, tracked, notes + f"{st.disagreements} disagreements in a "
-                                    "row: landmarks dropped, single-frame pose"), "restart", None
+                                    "row: landmarks dropped, single-frame pose"), SequencePath.RESTART, None
             est = self._sequence_estimate(tracked, K)
             if est.pose_c2w is not None and not self._disagree(est.pose_c2w, predicted)[0]:
                 return self._make(est, obs, tracked,
-                                  notes + "single-frame pose rejected, tracking pose"), "tracking", est
+                                  notes + "single-frame pose rejected, tracking pose"), SequencePath.TRACKING, est
             return RelocResult(LOST, message=notes + "lost: single-frame pose rejected, tracking "
                                f"failed ({est.message})", points2d=obs.points2d,
-                               points3d=obs.points3d, inliers=obs.inliers), "lost", None
+                               points3d=obs.points3d, inliers=obs.inliers), SequencePath.LOST, None
         if s_obs >= cfg.min_support_ratio * max(s_seq, 1):
             return self._single(obs, tracked, notes + "tracking pose rejected, landmarks dropped"), \
-                "restart", None
+                SequencePath.RESTART, None
         return RelocResult(LOST, message=notes + "lost: ambiguous, neither pose clearly better",
                            points2d=obs.points2d, points3d=obs.points3d, inliers=obs.inliers), \
-            "lost", None
+            SequencePath.LOST, None
 
     def _single(self, obs: RelocResult, tracked: Landmarks, message: str) -> RelocResult:
         est = _Estimate(obs.pose_c2w, obs.covariance, obs.num_inliers,
@@ -585,13 +608,13 @@ class SequenceRelocalizer:
         unused[j] = False
         return keep, new.subset(unused)
 
-    def _update(self, result: RelocResult, path: str, obs: RelocResult, est: _Estimate | None,
+    def _update(self, result: RelocResult, path: SequencePath, obs: RelocResult, est: _Estimate | None,
                 tracked: Landmarks, K: np.ndarray, small: np.ndarray, stamp: float | None,
                 shape: tuple[int, ...]) -> None:
         """Carry the landmarks that fit the reported pose into the current image, add new ones
         and this frame's correspondences from the single-frame inliers, or reset when lost."""
         cfg = self.config
-        if result.status != LOCALIZED or path == "restart":
+        if result.status != LOCALIZED or path is SequencePath.RESTART:
             self.reset()  # nothing that led here may be reused
             self._state.stamp = None if stamp is None else float(stamp)
             self._state.image_size, self._state.K = (shape[1], shape[0]), K.copy()
@@ -601,7 +624,7 @@ class SequenceRelocalizer:
         T = result.pose_c2w
 
         keep = Landmarks.empty()
-        if path in ("fused", "tracking") and len(tracked):
+        if path in (SequencePath.FUSED, SequencePath.TRACKING) and len(tracked):
             err = reprojection_errors(tracked.xy, tracked.xyz, K, T)
             good = err < cfg.update_reprojection_px
             keep = tracked.subset(good)
@@ -611,7 +634,8 @@ class SequenceRelocalizer:
             keep = keep.subset(np.lexsort((keep.error, -keep.age)))
 
         new = Landmarks.empty()
-        if path in ("fused", "single", "restart") and obs.num_inliers > cfg.min_update_inliers \
+        if path in (SequencePath.FUSED, SequencePath.SINGLE, SequencePath.RESTART) \
+                and obs.num_inliers > cfg.min_update_inliers \
                 and len(obs.points2d):
             p2 = np.asarray(obs.points2d, np.float64).reshape(-1, 2)
             p3 = np.asarray(obs.points3d, np.float64).reshape(-1, 3)
@@ -643,5 +667,5 @@ class SequenceRelocalizer:
         st.pose_c2w = T.copy()
         st.image_size, st.K = (shape[1], shape[0]), K.copy()
         st.stamp = None if stamp is None else float(stamp)
-        if path != "tracking":
+        if path is not SequencePath.TRACKING:
             st.disagreements = 0
