@@ -71,8 +71,8 @@ class LocalizationEngine:
         try:
             from ..relocalization.sequence import SequenceRelocalizer
         except ImportError as exc:
-            raise EngineError("mode 'sequence' needs seqace_ros.relocalization.sequence, which this "
-                              "installation lacks; use mode 'single'") from exc
+            raise EngineError(f"mode 'sequence' cannot be used: importing seqace_ros.relocalization.sequence "
+                              f"failed ({exc}); install what it names or use mode 'single'") from exc
         # The tracker wraps the single-frame localizer (it is injected, not subclassed).
         return SequenceRelocalizer(single.localize)
 

@@ -86,7 +86,9 @@ class TfInput:
             from rclpy.duration import Duration
 
             self._tf2_buffer = tf2_ros.Buffer(cache_time=Duration(seconds=history_s))
-            self._listener = tf2_ros.TransformListener(self._tf2_buffer, node, spin_thread=True)
+            # The node's own executor spins the listener's subscriptions: a second spinning thread
+            # races the executor at shutdown (ExternalShutdownException, hangs in threading._shutdown).
+            self._listener = tf2_ros.TransformListener(self._tf2_buffer, node, spin_thread=False)
             self.backend = "tf2_ros"
             return
         tf2_msgs = optional_module("tf2_msgs.msg")
