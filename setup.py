@@ -115,6 +115,7 @@ setup(
         "console_scripts": [
             "seqace = seqace_ros.cli:main",
             "relocalization_node = seqace_ros.ros.relocalization_node:main",
+            "managed_relocalization_node = seqace_ros.ros.managed_node:main",
             "build_map = seqace_ros.ros.build_map:main",
         ],
     },

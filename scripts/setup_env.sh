@@ -18,11 +18,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q -c constraints.txt --upgrade pip setuptools wheel
 # torch first, pinned: nothing afterwards may replace it with a CUDA build.
 python -m pip install -q -c constraints.txt "torch==2.13.0"
-echo "[setup] installing seqace_ros (builds the native RANSAC module)"
-python -m pip install -q -c constraints.txt -e ".[test]"
+EXTRAS=test
+[ "${SEQACE_ROS:-0}" = "1" ] && EXTRAS=test,ros
+echo "[setup] installing seqace_ros[$EXTRAS] (builds the native RANSAC module)"
+python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
 if [ "${SEQACE_ROS:-0}" = "1" ]; then
-  echo "[setup] installing the ROS 2 wheels"
-  python -m pip install -q -c constraints.txt -e ".[test,ros]"
   FROM_SOURCE=${SEQACE_ROS2_FROM_SOURCE:-../shared/ros2-from-source}
   if [ -f "$FROM_SOURCE/install.sh" ]; then
     python test/ros_support/setup_ros_env.py --pip-arg=-c --pip-arg=constraints.txt --from-source "$FROM_SOURCE"

@@ -59,6 +59,10 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 class RelocalizationNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Everything but the ROS node itself (managed_node runs it at configure)."""
         self.p = self._declare_parameters()
         self.stats = NodeStats()
         self.engine = LocalizationEngine(EngineSettings(self.p["mode"], self.p["device"], self.p["num_cells"],

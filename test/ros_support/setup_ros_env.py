@@ -64,6 +64,10 @@ ROSIDL_BUILD = [
 # colcon for the workspace tests. colcon-core needs setuptools < 80 (newer ones turn
 # `setup.py develop`, which `colcon build --symlink-install` runs, into a silent copy).
 COLCON = ["colcon-common-extensions==0.3.0", "setuptools>=77,<80"]
+# ament_cmake_ros's CMake extras look for these even with BUILD_TESTING off (tf2 does not configure
+# without them).
+FROM_SOURCE_BUILD = ["ros-ament-cmake-gmock==2.7.3", "ros-ament-cmake-gtest==2.7.3", "ros-ament-cmake-pytest==2.7.3",
+                     "ros-ament-cmake-test==2.7.3"]
 FROM_SOURCE_CHECK = "import launch, launch_ros.actions, ros2cli, tf2_ros, tf2_py, tf2_msgs.msg, composition_interfaces.srv"
 
 VERIFY = r"""
@@ -156,7 +160,7 @@ def install_from_source(prefix: Path, source: Path, pip_args: list[str]) -> str 
         return "cmake is not installed (`apt-get install cmake`)"
     if shutil.which("c++") is None and shutil.which("g++") is None:
         return "no C++ compiler (`apt-get install build-essential`)"
-    pip_install(ROSIDL_BUILD + COLCON, pip_args)
+    pip_install(ROSIDL_BUILD + FROM_SOURCE_BUILD + COLCON, pip_args)
     t0 = time.perf_counter()
     r = subprocess.run(["bash", str(script), str(prefix)], env=ros_env())
     if r.returncode != 0:
