@@ -63,7 +63,9 @@ ROSIDL_BUILD = [
 
 # colcon for the workspace tests. colcon-core needs setuptools < 80 (newer ones turn
 # `setup.py develop`, which `colcon build --symlink-install` runs, into a silent copy).
-COLCON = ["colcon-common-extensions==0.3.0", "setuptools>=77,<80"]
+COLCON = ["colcon-common-extensions==0.3.0", "setuptools>=77,<80",
+          # colcon runs setup.py in this environment (no build isolation): its build requirements
+          "pybind11>=2.12", "cmeel-eigen>=3.4"]
 # ament_cmake_ros's CMake extras look for these even with BUILD_TESTING off (tf2 does not configure
 # without them).
 FROM_SOURCE_BUILD = ["ros-ament-cmake-gmock==2.7.3", "ros-ament-cmake-gtest==2.7.3", "ros-ament-cmake-pytest==2.7.3",
