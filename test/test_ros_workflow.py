@@ -180,7 +180,7 @@ def test_map_to_odom_through_the_real_tf2_ros(workspaces, ros_env, tiny, queries
     T_map_odom = np.eye(4)
     T_map_odom[:3, :3] = rotvec_to_matrix([0, 0, 0.4])
     T_map_odom[:3, 3] = [0.7, -0.3, 0.0]
-    odom_errors, checked, future = [], 0, []
+    odom_errors, truth_errors, checked, future = [], [], 0, []
     try:
         assert client.wait_for(lambda: diag_values(client).get("warmed_up") == "yes", 180), log.read_text()[-3000:]
         assert "tf=tf2_ros" in log.read_text(), "the node did not use tf2_ros"
@@ -197,18 +197,28 @@ def test_map_to_odom_through_the_real_tf2_ros(workspaces, ros_env, tiny, queries
                 continue
             tfs = [tf for _, m in client.messages("tf") for tf in m.transforms
                    if tf.header.frame_id == "map" and tf.child_frame_id == "odom"]
-            future += [stamp_ns(tf) - stamp for tf in tfs if stamp_ns(tf) >= stamp]
-            # Through tf2: map -> odom (the node's) chained with odom -> camera (ours) by tf2's buffer.
+            # This frame's map -> odom (pose * (odom -> camera)^-1): every stamp it is sent with lies at
+            # least transform_tolerance after the image stamp.
+            expected = pose_matrix(pose[0].pose.pose) @ invert_pose(invert_pose(T_map_odom) @ T_true)
+            mine = [tf for tf in tfs if pose_errors(transform_to_matrix(tf), expected)[0] < 1e-4]
+            future += [stamp_ns(tf) - stamp for tf in mine]
+            if not mine:
+                continue
+            # Through tf2: the node's map -> odom is future-dated, so look up at its newest stamp, with
+            # odom -> camera (ours) republished there; tf2's buffer chains the two.
+            s = max(stamp_ns(tf) for tf in mine)
+            client.publish_transform(invert_pose(T_map_odom) @ T_true, "odom", CAMERA_FRAME, s)
             try:
-                T_map_cam = transform_to_matrix(buffer.lookup_transform("map", CAMERA_FRAME, Time(nanoseconds=stamp),
+                T_map_cam = transform_to_matrix(buffer.lookup_transform("map", CAMERA_FRAME, Time(nanoseconds=s),
                                                                         timeout=Duration(seconds=1.0)))
-                T_map_odom_tf = transform_to_matrix(buffer.lookup_transform("map", "odom", Time(nanoseconds=stamp),
+                T_map_odom_tf = transform_to_matrix(buffer.lookup_transform("map", "odom", Time(nanoseconds=s),
                                                                             timeout=Duration(seconds=1.0)))
             except Exception as exc:  # tf2's own exception family
                 pytest.fail(f"tf2_ros lookup failed: {exc}\n{log.read_text()[-2000:]}")
             checked += 1
             T_pose = pose_matrix(pose[0].pose.pose)
             odom_errors.append(pose_errors(T_map_odom_tf, T_pose @ invert_pose(invert_pose(T_map_odom) @ T_true)))
+            truth_errors.append(pose_errors(T_map_odom_tf, T_map_odom))
             t_cam, r_cam = pose_errors(T_map_cam, T_pose)
             assert t_cam < 1e-3 and r_cam < 0.05, "tf2's map -> camera differs from the published pose"
     finally:
@@ -221,8 +231,11 @@ def test_map_to_odom_through_the_real_tf2_ros(workspaces, ros_env, tiny, queries
     worst_r = max(e[1] for e in odom_errors)
     assert worst_t < 1e-3 and worst_r < 0.05, f"map -> odom does not match pose * (odom -> camera)^-1: {odom_errors}"
     assert future and min(future) >= TOLERANCE_S * 1e9 * 0.99, "map -> odom not future-dated by transform_tolerance"
+    good, truth = _summary(truth_errors, checked)
+    assert good >= MIN_GOOD_SHARE * checked, f"map -> odom against the true map -> odom: {truth}"
     assert "TF_REPEATED_DATA" not in text, text[-3000:]
     assert rc == 0 and "Traceback" not in text, f"exit {rc}:\n{text[-3000:]}"
+    workflow_report(f"tf2_ros: map -> odom against the truth: {truth}")
     workflow_report(f"tf2_ros: map -> odom checked on {checked} frames through a tf2_ros Buffer (max deviation "
                     f"{worst_t * 1000:.3f} mm / {worst_r:.4f} deg from pose * (odom -> camera)^-1), stamps "
                     f">= image stamp + {min(future) / 1e9:.2f} s, no TF_REPEATED_DATA; SIGINT -> exit 0 in "
