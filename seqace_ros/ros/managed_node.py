@@ -27,6 +27,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from . import messages as M
 from .relocalization_node import NODE_NAME, RelocalizationNode
+from .shutdown import ignore_further_interrupts
 
 
 class ManagedRelocalizationNode(RelocalizationNode, LifecycleNode):
@@ -165,6 +166,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node._release()
             node.destroy_node()

@@ -36,6 +36,7 @@ from .diagnostics import NodeStats
 from .engine import EngineError, EngineSettings, LocalizationEngine
 from .frame_slot import LatestSlot
 from .params import BY_NAME, PARAMETERS, ParamSpec
+from .shutdown import ignore_further_interrupts
 from .tf_io import TfInput, TfOutput
 from .tf_math import NS, InitialPoseGate, StampSequencer, map_to_odom, relative_motion
 
@@ -487,6 +488,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node.shutdown()
             node.destroy_node()
