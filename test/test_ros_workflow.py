@@ -320,3 +320,34 @@ def test_rviz_true_without_rviz2_fails_before_anything_starts(workspaces, ros_en
     assert "process started" not in text, text[-2000:]
     workflow_report("rviz:=true without rviz2: launch refused before starting anything: "
                     + next(line for line in text.splitlines() if "rviz2' is not installed" in line).strip()[:160])
+
+
+def test_ros2_launch_managed_true_starts_the_lifecycle_node(workspaces, ros_env, tiny, queries, tmp_path,
+                                                            workflow_report):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    ws = workspaces["symlink"]
+    log = tmp_path / "managed.log"
+    proc = ws.popen(f"ros2 launch seqace_ros relocalization.launch.py managed:=true map:={tiny.map_path}",
+                    _node_env(ros_env), log)
+    client = RosClient(name="seqace_managed_launch_client")
+    ns = "/relocalization_node"
+    try:
+        assert client.wait_for(lambda: any(n == f"{ns}/change_state" for n, _ in
+                                           client.node.get_service_names_and_types()), 120), log.read_text()[-3000:]
+        assert client.call(GetState, f"{ns}/get_state").current_state.label == "unconfigured"
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            req = ChangeState.Request(transition=Transition(id=tid))
+            assert client.call(ChangeState, f"{ns}/change_state", req, timeout=120).success, log.read_text()[-3000:]
+        assert client.call(GetState, f"{ns}/get_state").current_state.label == "active"
+        errors = _localize_queries(client, queries[:5])
+    finally:
+        client.close()
+        rc, seconds = _stop(proc)
+    text = log.read_text(errors="replace")
+    good, line = _summary(errors, 5)
+    assert "managed_relocalization_node" in text and good >= 3, line
+    assert rc == 0 and not re.search(r"Traceback|escalating|process has died", text), f"exit {rc}:\n{text[-3000:]}"
+    workflow_report(f"ros2 launch managed:=true: unconfigured -> configure -> activate through the services; {line}; "
+                    f"SIGINT -> exit 0 in {seconds:.1f} s")
