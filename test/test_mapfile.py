@@ -77,3 +77,19 @@ def test_other_files_are_refused_without_unpickling(tmp_path):
         load_map(plain)
     with pytest.raises(MapFileError, match="does not exist"):
         load_map(tmp_path / "missing.safetensors")
+
+
+def test_saved_map_gets_the_mode_the_umask_gives_new_files(tmp_path):
+    # safetensors writes 0600 whatever the umask; a node running as another user must read the map.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        a = _map().save(tmp_path / "a.safetensors")
+        os.umask(0o077)
+        b = _map().save(tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644
+    assert stat.S_IMODE(b.stat().st_mode) == 0o600

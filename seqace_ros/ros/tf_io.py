@@ -70,7 +70,7 @@ class TfInput:
     """Looks up transforms at a stamp, waiting up to a timeout (tf2_ros Buffer or our own buffer).
 
     ``skip_parent`` (called per message) names a frame whose transforms on /tf are not taken into
-    our own buffer: the node's map frame, whose transforms the node publishes itself. Taken in,
+    our own buffer nor tf2_ros's: the node's map frame, whose transforms the node publishes itself. Taken in,
     the node's map -> camera would become the camera frame's newest parent and cut it off from
     odom -> base_link -> camera.
     """
@@ -86,7 +86,18 @@ class TfInput:
             from rclpy.duration import Duration
 
             self._tf2_buffer = tf2_ros.Buffer(cache_time=Duration(seconds=history_s))
-            self._listener = tf2_ros.TransformListener(self._tf2_buffer, node, spin_thread=True)
+            tf2_msgs = optional_module("tf2_msgs.msg")
+            if skip_parent is not None and tf2_msgs is not None:
+                # What TransformListener does, minus the map frame's transforms: the node's own
+                # map -> camera would otherwise become the camera's newest parent in tf2's buffer and
+                # cut it off from odom -> base_link -> camera ("two or more unconnected trees").
+                node.create_subscription(tf2_msgs.TFMessage, "/tf", lambda m: self._on_tf2(m, False), TF_QOS)
+                node.create_subscription(tf2_msgs.TFMessage, "/tf_static", lambda m: self._on_tf2(m, True),
+                                         TF_STATIC_QOS)
+            else:
+                # The node's own executor spins the listener's subscriptions: a second spinning thread
+                # races the executor at shutdown (ExternalShutdownException, hangs in threading._shutdown).
+                self._listener = tf2_ros.TransformListener(self._tf2_buffer, node, spin_thread=False)
             self.backend = "tf2_ros"
             return
         tf2_msgs = optional_module("tf2_msgs.msg")
@@ -96,6 +107,19 @@ class TfInput:
         node.create_subscription(tf2_msgs.TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
         node.create_subscription(tf2_msgs.TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
         self.backend = "tf2_msgs"
+
+    def _on_tf2(self, msg, static: bool) -> None:
+        skip = self._skip_parent().lstrip("/") if self._skip_parent is not None else None
+        for tf in msg.transforms:
+            if skip and tf.header.frame_id.lstrip("/") == skip:
+                continue
+            try:
+                if static:
+                    self._tf2_buffer.set_transform_static(tf, "default_authority")
+                else:
+                    self._tf2_buffer.set_transform(tf, "default_authority")
+            except Exception:  # tf2 refuses malformed transforms; someone else's must not stop the node
+                continue
 
     def _on_tf(self, msg, static: bool) -> None:
         skip = self._skip_parent().lstrip("/") if self._skip_parent is not None else None
@@ -135,12 +159,15 @@ class TfInput:
             except Exception as exc:  # tf2 raises its own exception family
                 if not self._own.frames():
                     raise TransformLookupError(str(exc)) from exc
+                tf2_error = str(exc)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 with self._lock:
                     return self._own.lookup(target, source, stamp_ns / NS)
-            except TransformLookupError:
+            except TransformLookupError as exc:
                 if time.monotonic() >= deadline:
+                    if self._tf2_buffer is not None:  # tf2's reason matters more than our fallback's
+                        raise TransformLookupError(f"{exc}; tf2: {tf2_error}") from exc
                     raise
             time.sleep(0.005)

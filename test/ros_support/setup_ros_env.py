@@ -13,6 +13,12 @@ What it does, each step skipped when already done:
    the venv (about 15 s; needs cmake and a C/C++ compiler).
 3. Verify in a fresh interpreter: rclpy starts and a TFMessage round-trips through serialization.
 Never run it against a system ROS install: there tf2_msgs already exists and step 2 is skipped.
+
+With ``--from-source DIR`` (a ``ros2-from-source`` folder with ``install.sh``; scripts/setup_env.sh
+passes ``../shared/ros2-from-source`` when it exists) step 2 is replaced: the rosidl wheels and colcon
+are installed and ``DIR/install.sh`` builds launch, launch_ros, ros2cli, tf2_ros and the *full*
+tf2_msgs into the venv, so the generated TFMessage-only tf2_msgs is never built next to it. Without
+cmake that step is skipped with the reason and step 2 runs as before.
 """
 
 from __future__ import annotations
@@ -54,6 +60,17 @@ ROSIDL_BUILD = [
     "ros-rosidl-core-generators==0.3.1",
     "catkin-pkg==1.1.0",
 ]
+
+# colcon for the workspace tests. colcon-core needs setuptools < 80 (newer ones turn
+# `setup.py develop`, which `colcon build --symlink-install` runs, into a silent copy).
+COLCON = ["colcon-common-extensions==0.3.0", "setuptools>=77,<80",
+          # colcon runs setup.py in this environment (no build isolation): its build requirements
+          "pybind11>=2.12", "cmeel-eigen>=3.4"]
+# ament_cmake_ros's CMake extras look for these even with BUILD_TESTING off (tf2 does not configure
+# without them).
+FROM_SOURCE_BUILD = ["ros-ament-cmake-gmock==2.7.3", "ros-ament-cmake-gtest==2.7.3", "ros-ament-cmake-pytest==2.7.3",
+                     "ros-ament-cmake-test==2.7.3"]
+FROM_SOURCE_CHECK = "import launch, launch_ros.actions, ros2cli, tf2_ros, tf2_py, tf2_msgs.msg, composition_interfaces.srv"
 
 VERIFY = r"""
 import rclpy
@@ -136,6 +153,24 @@ def build_tf2_msgs(prefix: Path, jobs: int) -> None:
                 raise SystemExit(f"tf2_msgs generation failed at: {' '.join(step)}")
 
 
+def install_from_source(prefix: Path, source: Path, pip_args: list[str]) -> str | None:
+    """Build the non-PyPI ROS pieces with ``source/install.sh``; returns why it was skipped, or None."""
+    script = source / "install.sh"
+    if not script.is_file():
+        return f"{script} does not exist"
+    if shutil.which("cmake") is None:
+        return "cmake is not installed (`apt-get install cmake`)"
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        return "no C++ compiler (`apt-get install build-essential`)"
+    pip_install(ROSIDL_BUILD + FROM_SOURCE_BUILD + COLCON, pip_args)
+    t0 = time.perf_counter()
+    r = subprocess.run(["bash", str(script), str(prefix)], env=ros_env())
+    if r.returncode != 0:
+        raise SystemExit(f"{script} failed (exit {r.returncode})")
+    log(f"{script} done in {time.perf_counter() - t0:.1f} s")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="only report whether everything is installed")
@@ -143,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel compile jobs for tf2_msgs")
     ap.add_argument("--pip-arg", action="append", default=[],
                     help="extra pip argument, repeatable (e.g. --pip-arg=-c --pip-arg=/tmp/c.txt)")
+    ap.add_argument("--from-source", type=Path, default=None, metavar="DIR",
+                    help="a ros2-from-source folder: build launch, ros2cli, tf2_ros and tf2_msgs with its install.sh")
     args = ap.parse_args(argv)
     if sys.prefix == sys.base_prefix and not args.check:
         log("warning: no virtual environment is active; installing into the interpreter's own prefix")
@@ -161,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         pip_install(ROS_RUNTIME, args.pip_arg)
     else:
         log("rclpy and the message packages are already installed")
+    if args.from_source is not None:
+        skipped = install_from_source(prefix, args.from_source.resolve(), args.pip_arg)
+        if skipped:
+            log(f"ROS 2 from source skipped: {skipped}; the colcon/launch/tf2_ros tests will be skipped")
+        have_tf2 = importable("tf2_msgs.msg")
     if not args.no_tf2_msgs:
         if have_tf2:
             log("tf2_msgs is already importable")
