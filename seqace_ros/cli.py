@@ -11,6 +11,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .inference import BACKENDS
+from .settings import PRECISIONS, RelocConfig
+
 log = logging.getLogger("seqace")
 
 
@@ -28,8 +31,8 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", action="store_true", help="disable scale/rotation/intensity augmentation")
     g.add_argument("--targets", choices=["keypoint", "center"], help="2D target of a cell")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    g.add_argument("--backend", choices=["auto", "torch", "openvino"],
+    g.add_argument("--precision", choices=PRECISIONS)
+    g.add_argument("--backend", choices=BACKENDS,
                    help="inference backend of the encoder while the buffer is built (training is torch); "
                         "auto: OpenVINO on a CPU where installed")
     g.add_argument("--seed", type=int)
@@ -65,22 +68,20 @@ def mapping_config_from_args(args):
 
 def _add_reloc_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("relocalization")
-    g.add_argument("--cells", type=int, default=1000, help="salient cells used per image (top-K)")
+    g.add_argument("--cells", type=int, default=RelocConfig.num_cells, help="salient cells used per image (top-K)")
     g.add_argument("--min-inliers", type=int, default=None)
     g.add_argument("--image-height", type=int, default=None,
                    help="rows images are resized to before the encoder (default: the map's own; "
                         "smaller is faster, e.g. 384 for a 480-row map)")
     g.add_argument("--reloc-device", default="auto")
-    g.add_argument("--encoder-precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    g.add_argument("--encoder-precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32")
-    g.add_argument("--reloc-backend", default="auto", choices=["auto", "torch", "openvino"],
+    g.add_argument("--reloc-backend", default="auto", choices=BACKENDS,
                    help="inference backend of the encoder and the head; auto: OpenVINO on a CPU where "
                         "installed, else torch")
 
 
 def reloc_config_from_args(args):
-    from .relocalization import RelocConfig
-
     cfg = RelocConfig(num_cells=args.cells,
                       encoder_precision=getattr(args, "encoder_precision", "auto"),
                       image_height=getattr(args, "image_height", None))

@@ -25,6 +25,7 @@ from .errors import SeqaceError
 from .inference import compile_model, convert, resolve_backend
 from .input_bounds import HARD_LIMITS, ImageLimits, size_problem
 from .precision import cpu_supports_bf16
+from .settings import PRECISIONS
 
 XFEAT_PACKAGE_VERSION = "0.1.4"
 XFEAT_SHA256 = "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b"
@@ -138,7 +139,7 @@ def _cell_grid(h: int, w: int, device_str: str) -> tuple[torch.Tensor, torch.Ten
     return centers, offsets
 
 
-ENCODER_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENCODER_PRECISIONS = PRECISIONS
 
 
 def cell_outputs(feats: torch.Tensor, logits: torch.Tensor,

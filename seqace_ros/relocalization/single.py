@@ -9,7 +9,7 @@ reported ``lost`` rather than given a confident wrong pose.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,90 +17,12 @@ import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
 from ..head import HeadTrunk
-from ..inference import BACKENDS, compile_for_cpu
-from ..input_bounds import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits, array_problem,
-                            intrinsics_problem)
+from ..inference import compile_for_cpu
+from ..input_bounds import array_problem, intrinsics_problem
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
+from ..settings import MIN_IMAGE_HEIGHT, RelocConfig  # noqa: F401  (re-exported: the config lives with the relocalizer's users)
 from .result import LOCALIZED, LOST, RelocResult
-
-
-# Below this the stride-8 grid has too few cells for RANSAC to work with.
-MIN_IMAGE_HEIGHT = 96
-
-
-@dataclass
-class RelocConfig:
-    num_cells: int = 1000  # top-K salient cells (SeqACE: ~1000 keypoints)
-    # Gates against chance fits: on blank or noise images a 10 px RANSAC finds ~60 inliers at a
-    # 5-13% ratio; real redkitchen frames had >= 406 inliers and a >= 0.37 ratio (top-1000 cells).
-    min_inliers: int = 100  # fewer: try all cells, then report lost
-    min_inlier_ratio: float = 0.2
-    max_median_error_px: float = 6.0  # inlier reprojection error above this: not trusted
-    dense_fallback: bool = True
-    # Degenerate support is not a pose: a blank or featureless image gives near-identical features,
-    # hence near-identical scene points, which a 10 px refinement can still "fit".
-    min_distinct_points: int = 30  # inlier scene points distinct at 1 cm
-    min_spread: float = 0.05  # inlier pixels' std in x and y, as a fraction of the image size
-    # RANSAC (native): thresholds in pixels of the input image
-    inlier_threshold_px: float = 10.0
-    # 10 px, not SeqACE's 4: measured on redkitchen (e1 map, 250 frames) 4 px -> 97.2/87.6/50.0/12.8,
-    # 10 px -> 99.2/92.0/55.2/18.0 recall at 10cm/5cm/2cm/1cm (benchmarks/README.md).
-    refine_threshold_px: float = 10.0
-    max_iterations: int = 1000  # adaptive stopping ends far earlier on good frames
-    time_budget_ms: float = 30.0
-    ransac_threads: int = 2
-    scoring: str = "soft"
-    seed: int = 0
-    precision: str = "auto"  # head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16
-    # Encoder precision: auto = bf16 on CPUs with bf16 units (measured on redkitchen: as accurate
-    # as fp32, encoder ~25% faster), fp16 on CUDA, else fp32.
-    encoder_precision: str = "auto"
-    # Rows the image is resized to before the encoder; None: the map's (what it was trained at).
-    # Smaller is faster: 480-row redkitchen maps read at 384 rows cost 11-14% less per frame and
-    # ~1 point at 5cm/5deg (mean of 3 maps); at 320 rows recall fell sharply (benchmarks/README.md,
-    # "lower resolution").
-    image_height: int | None = None
-    # Inference backend of the encoder and the head: auto (OpenVINO on a CPU where it is installed,
-    # else torch) | torch | openvino (seqace_ros/inference.py).
-    backend: str = "auto"
-    threads: int = 0  # CPU threads of the networks; 0: torch's current thread count
-    # Input bounds (input_bounds.py): larger or thinner images are refused, not resized into
-    # seconds of encoder work.
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    max_image_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def limits(self) -> ImageLimits:
-        return ImageLimits(self.max_image_pixels, self.max_image_aspect_ratio)
-
-    def validate(self) -> "RelocConfig":
-        problems = []
-        if self.num_cells < 4:
-            problems.append(f"num_cells {self.num_cells} < 4")
-        if self.min_inliers < 4:
-            problems.append(f"min_inliers {self.min_inliers} < 4")
-        if self.inlier_threshold_px <= 0 or self.refine_threshold_px <= 0:
-            problems.append("RANSAC thresholds must be positive")
-        if self.scoring not in ("soft", "hard"):
-            problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"precision {self.precision!r} is not auto/fp32/bf16/fp16")
-        if self.encoder_precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"encoder_precision {self.encoder_precision!r} is not auto/fp32/bf16/fp16")
-        if self.backend not in BACKENDS:
-            problems.append(f"backend {self.backend!r} is not one of {'/'.join(BACKENDS)}")
-        if self.threads < 0:
-            problems.append(f"threads {self.threads} < 0 (0: torch's current thread count)")
-        if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
-            problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
-        limits_problem = self.limits.problem()
-        if limits_problem is not None:
-            problems.append(limits_problem)
-        if problems:
-            raise ValueError("invalid relocalization settings: " + "; ".join(problems))
-        return self
 
 
 class Relocalizer:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import SeqaceError
 from ..relocalization.result import LOST, RelocResult
+from ..settings import RelocConfig
 from .tf_math import covariance_is_well_formed
 
 
@@ -23,7 +24,7 @@ class EngineError(SeqaceError, RuntimeError):
 class EngineSettings:
     mode: str = "single"
     device: str = "auto"
-    num_cells: int = 1000
+    num_cells: int = RelocConfig.num_cells
     image_height: int = 0  # 0: the map's own
     backend: str = "auto"
     threads: int = 0  # 0: all cores
@@ -49,20 +50,16 @@ class LocalizationEngine:
     def ready(self) -> bool:
         return self._reloc is not None
 
-    def _config(self):
-        from ..relocalization import RelocConfig
-
-        names = {f.name for f in fields(RelocConfig)}
-        kwargs = {"num_cells": self.settings.num_cells} if "num_cells" in names else {}
-        if self.settings.image_height and "image_height" in names:
-            kwargs["image_height"] = self.settings.image_height
-        kwargs["backend"] = self.settings.backend
-        if self.settings.threads:
-            kwargs.update(threads=self.settings.threads, ransac_threads=self.settings.threads)
+    def _config(self) -> RelocConfig:
+        s = self.settings
+        cfg = replace(RelocConfig(), num_cells=s.num_cells, image_height=s.image_height or None,
+                      backend=s.backend)
+        if s.threads:
+            cfg = replace(cfg, threads=s.threads, ransac_threads=s.threads)
         for name in ("max_image_pixels", "max_image_aspect_ratio"):
-            if getattr(self.settings, name) is not None and name in names:
-                kwargs[name] = getattr(self.settings, name)
-        return RelocConfig(**kwargs)
+            if getattr(s, name) is not None:
+                cfg = replace(cfg, **{name: getattr(s, name)})
+        return cfg
 
     def _make(self, scene_map, mode: str):
         from ..relocalization.localizer import make_localizer

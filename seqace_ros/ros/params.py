@@ -1,7 +1,8 @@
 """The relocalization node's parameters: one table with types, defaults, descriptions and checks.
 
-Pure Python (no rclpy): the node declares these with descriptors, the tests check the shipped
-YAML against them, and the docs table is generated from them.
+Pure Python (no rclpy, no torch): the node declares these with descriptors, the tests check the
+shipped YAML against them, and the docs table is generated from them. Settings the relocalizer has
+too take their defaults and bounds from its RelocConfig (seqace_ros/settings.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from ..inference import BACKENDS
+from ..input_bounds import HARD_LIMITS
+from ..settings import MIN_IMAGE_HEIGHT, RelocConfig
+
+_RELOC = RelocConfig()
 
 FRAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_/]*$")
 
@@ -64,27 +71,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Where the network runs: auto, cpu, cuda or cuda:N.", read_only=True,
               check=lambda v: None if re.match(r"^(auto|cpu|cuda(:\d+)?)$", v) else
               f"device must be auto, cpu, cuda or cuda:N; got {v!r}"),
-    ParamSpec("num_cells", 1000, "Feature cells (2D-3D correspondences) per image given to RANSAC.",
+    ParamSpec("num_cells", _RELOC.num_cells, "Feature cells (2D-3D correspondences) per image given to RANSAC.",
               min_value=50, max_value=20000),
     ParamSpec("image_height", 0, "Rows images are resized to before the encoder; 0: the map's own (480 for "
-              "maps made here). Smaller is faster: 384 costs 11-14% less per frame and ~1 point of recall at "
-              "5 cm on redkitchen.", min_value=0, max_value=4096, read_only=True,
-              # 96: RelocConfig's floor (relocalization.single.MIN_IMAGE_HEIGHT), kept literal so
-              # this table imports without torch
-              check=lambda v: None if v == 0 or v >= 96 else
-              f"image_height must be 0 (the map's own) or at least 96; got {v}"),
+              "maps made here). Smaller is faster and somewhat less accurate (benchmarks/README.md, \"lower "
+              "resolution\").", min_value=0, max_value=4096, read_only=True,
+              check=lambda v: None if v == 0 or v >= MIN_IMAGE_HEIGHT else
+              f"image_height must be 0 (the map's own) or at least {MIN_IMAGE_HEIGHT}; got {v}"),
     ParamSpec("backend", "auto", "Inference backend of the networks: auto (OpenVINO on a CPU where it is "
-              "installed, else torch), torch or openvino.", choices=("auto", "torch", "openvino"), read_only=True),
+              "installed, else torch), torch or openvino.", choices=BACKENDS, read_only=True),
     ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
-    # Literal copies of input_bounds' defaults and ceilings, so this table imports without numpy.
-    ParamSpec("max_image_pixels", 4096 * 4096, "Images (and CameraInfo sizes, and compressed-image headers, "
-              "checked before decoding) with more pixels are refused.", min_value=256, max_value=1 << 28,
+    ParamSpec("max_image_pixels", _RELOC.max_image_pixels, "Images (and CameraInfo sizes, and compressed-image headers, "
+              "checked before decoding) with more pixels are refused.", min_value=256, max_value=HARD_LIMITS.max_pixels,
               read_only=True),
-    ParamSpec("max_image_aspect_ratio", 4.0, "Images whose width/height (or height/width) is larger are "
+    ParamSpec("max_image_aspect_ratio", _RELOC.max_image_aspect_ratio, "Images whose width/height (or height/width) is larger are "
               "refused: the encoder resizes every image to image_height rows, so a thin strip would become "
-              "a very wide one.", min_value=1.0, max_value=32.0, read_only=True),
+              "a very wide one.", min_value=1.0, max_value=HARD_LIMITS.max_aspect_ratio, read_only=True),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
               allow_empty=False, frame=True),
     ParamSpec("odom_frame", "", "Odometry frame: when set, publish map -> odom (REP-105) using odom -> camera "

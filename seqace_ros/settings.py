@@ -1,0 +1,89 @@
+"""The relocalizer's settings, defined once and importable without torch.
+
+``RelocConfig`` is read by the library, the ``seqace`` command (its defaults), the ROS node's
+parameter table (its defaults and bounds), and through that table by config/relocalization.yaml
+(checked by a test) and docs/ROS.md (generated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .inference import BACKENDS
+from .input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Below this the stride-8 grid has too few cells for RANSAC to work with.
+MIN_IMAGE_HEIGHT = 96
+
+
+@dataclass
+class RelocConfig:
+    num_cells: int = 1000  # top-K salient cells (SeqACE: ~1000 keypoints)
+    # Gates against chance fits: blank or noise images give a few dozen inliers at a low ratio, real
+    # frames several hundred (benchmarks/README.md).
+    min_inliers: int = 100  # fewer: try all cells, then report lost
+    min_inlier_ratio: float = 0.2
+    max_median_error_px: float = 6.0  # inlier reprojection error above this: not trusted
+    dense_fallback: bool = True
+    # Degenerate support is not a pose: a blank or featureless image gives near-identical features,
+    # hence near-identical scene points, which a 10 px refinement can still "fit".
+    min_distinct_points: int = 30  # inlier scene points distinct at 1 cm
+    min_spread: float = 0.05  # inlier pixels' std in x and y, as a fraction of the image size
+    # RANSAC (native): thresholds in pixels of the input image
+    inlier_threshold_px: float = 10.0
+    # 10 px, not SeqACE's 4: better recall at every threshold on redkitchen (benchmarks/README.md).
+    refine_threshold_px: float = 10.0
+    max_iterations: int = 1000  # adaptive stopping ends far earlier on good frames
+    time_budget_ms: float = 30.0
+    ransac_threads: int = 2
+    scoring: str = "soft"
+    seed: int = 0
+    precision: str = "auto"  # head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16
+    # Encoder precision: auto = bf16 on CPUs with bf16 units (as accurate as fp32 on redkitchen and
+    # faster, benchmarks/README.md), fp16 on CUDA, else fp32.
+    encoder_precision: str = "auto"
+    # Rows the image is resized to before the encoder; None: the map's (what it was trained at).
+    # Fewer rows are faster and somewhat less accurate (benchmarks/README.md, "lower resolution").
+    image_height: int | None = None
+    # Inference backend of the encoder and the head: auto (OpenVINO on a CPU where it is installed,
+    # else torch) | torch | openvino (seqace_ros/inference.py).
+    backend: str = "auto"
+    threads: int = 0  # CPU threads of the networks; 0: torch's current thread count
+    # Input bounds (input_bounds.py): larger or thinner images are refused, not resized into
+    # seconds of encoder work.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_pixels, self.max_image_aspect_ratio)
+
+    def validate(self) -> "RelocConfig":
+        problems = []
+        if self.num_cells < 4:
+            problems.append(f"num_cells {self.num_cells} < 4")
+        if self.min_inliers < 4:
+            problems.append(f"min_inliers {self.min_inliers} < 4")
+        if self.inlier_threshold_px <= 0 or self.refine_threshold_px <= 0:
+            problems.append("RANSAC thresholds must be positive")
+        if self.scoring not in ("soft", "hard"):
+            problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not {'/'.join(PRECISIONS)}")
+        if self.encoder_precision not in PRECISIONS:
+            problems.append(f"encoder_precision {self.encoder_precision!r} is not {'/'.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend {self.backend!r} is not one of {'/'.join(BACKENDS)}")
+        if self.threads < 0:
+            problems.append(f"threads {self.threads} < 0 (0: torch's current thread count)")
+        if self.image_height is not None and self.image_height < MIN_IMAGE_HEIGHT:
+            problems.append(f"image_height {self.image_height} < {MIN_IMAGE_HEIGHT} (None: the map's own)")
+        limits_problem = self.limits.problem()
+        if limits_problem is not None:
+            problems.append(limits_problem)
+        if problems:
+            raise ValueError("invalid relocalization settings: " + "; ".join(problems))
+        return self
