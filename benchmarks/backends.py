@@ -48,6 +48,20 @@ def busy_process():
         proc.wait()
 
 
+def add_omp_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--omp-default", action="store_true",
+                    help="leave OpenMP's default wait policy (spinning) instead of the PASSIVE one the "
+                         "seqace command and the ROS nodes set")
+
+
+def apply_omp_argument(args: argparse.Namespace) -> None:
+    """Before torch loads: PASSIVE, as the seqace command and the nodes set it, unless --omp-default."""
+    if not args.omp_default:
+        from seqace_ros.threads import prefer_passive_waiting
+
+        prefer_passive_waiting()
+
+
 def head_flops(scene_map, rows: int) -> float:
     cfg = scene_map.metadata["head"]
     w, d = cfg["width"], cfg["in_dim"]
@@ -123,14 +137,9 @@ def main() -> int:
     ap.add_argument("--gemm", action="store_true", help="measure the GEMM ceiling at the head's shapes")
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
     ap.add_argument("--json", type=Path, default=REPO / "results" / "backends.json")
-    ap.add_argument("--omp-default", action="store_true",
-                    help="leave OpenMP's default wait policy (spinning) instead of the PASSIVE one the "
-                         "seqace command and the ROS nodes set")
+    add_omp_argument(ap)
     args = ap.parse_args()
-    if not args.omp_default:
-        from seqace_ros.threads import prefer_passive_waiting
-
-        prefer_passive_waiting()  # as the seqace command and the nodes do, before torch loads
+    apply_omp_argument(args)
 
     import torch
 

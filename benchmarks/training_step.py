@@ -65,6 +65,8 @@ def step_rate(batch: int, width: int, blocks: int, precision: str, seconds: floa
 
 
 def main() -> int:
+    from backends import add_omp_argument, apply_omp_argument
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="2048,8192")
     ap.add_argument("--threads", type=int, default=2)
@@ -74,14 +76,9 @@ def main() -> int:
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--contention", action="store_true")
     ap.add_argument("--json", type=Path, default=REPO / "results" / "training_step.json")
-    ap.add_argument("--omp-default", action="store_true",
-                    help="leave OpenMP's default wait policy (spinning) instead of the PASSIVE one the "
-                         "seqace command and the ROS nodes set")
+    add_omp_argument(ap)
     args = ap.parse_args()
-    if not args.omp_default:
-        from seqace_ros.threads import prefer_passive_waiting
-
-        prefer_passive_waiting()  # as the seqace command and the nodes do, before torch loads
+    apply_omp_argument(args)
 
     import torch
 

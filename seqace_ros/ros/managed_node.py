@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import threading
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from . import messages as M
 from .relocalization_node import NODE_NAME, RelocalizationNode
-from .shutdown import ignore_further_interrupts
+from .shutdown import run_node
 
 
 class ManagedRelocalizationNode(RelocalizationNode, LifecycleNode):
@@ -158,19 +156,7 @@ class ManagedRelocalizationNode(RelocalizationNode, LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ManagedRelocalizationNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node._release()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ManagedRelocalizationNode, lambda node: node._release(), args)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,10 @@ import traceback
 from dataclasses import fields
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -38,7 +36,7 @@ from .diagnostics import NodeStats
 from .engine import EngineError, EngineSettings, LocalizationEngine
 from .frame_slot import LatestSlot
 from .params import BY_NAME, PARAMETERS, ParamSpec
-from .shutdown import ignore_further_interrupts
+from .shutdown import run_node
 from .tf_io import TfInput, TfOutput
 from .tf_math import NS, InitialPoseGate, StampSequencer, map_to_odom, relative_motion
 
@@ -485,19 +483,7 @@ class RelocalizationNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RelocalizationNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(RelocalizationNode, lambda node: node.shutdown(), args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 import signal
+from typing import Callable
+
+
+def run_node(make_node: Callable[[], object], release: Callable[[object], None],
+             args: list[str] | None = None) -> None:
+    """Start rclpy, spin the node ``make_node()`` gives until Ctrl-C or shutdown, then ``release``
+    it, destroy it and shut rclpy down, without a traceback on the way out."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        ignore_further_interrupts()
+        if node is not None:
+            release(node)
+            node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def ignore_further_interrupts() -> None:
