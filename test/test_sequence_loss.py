@@ -231,10 +231,11 @@ def test_sequence_without_matches_trains_exactly_the_single_frame_map(room):
 
 # --- sequence on: the whole path ---------------------------------------------------------------
 
-def test_sequence_map_records_matching_and_localizes_its_queries(room, tmp_path):
+def test_sequence_map_records_matching_and_localizes_its_queries(room, tmp_path, monkeypatch):
     from seqace_ros.evaluation import localize_frames, summarize
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
+    monkeypatch.setenv("SEQACE_CACHE_DIR", str(tmp_path / "cache"))
     cfg = MappingConfig(image_height=240, head_width=128, head_blocks=1, buffer_size=40_000,
                         samples_per_view=800, iterations=600, batch_size=1024, num_threads=1,
                         sequence=True)
@@ -245,7 +246,9 @@ def test_sequence_map_records_matching_and_localizes_its_queries(room, tmp_path)
     assert seq["matching"]["frames_with_matches"] > 30 and seq["matching_seconds"] > 0
     first, last = seq["keyframe_loss_history"][0], seq["keyframe_loss_history"][-1]
     assert last[0] == cfg.iterations - 1 and 0.2 < last[2] < 1.0 and last[1] < 0.5 * first[1]
-    assert list((room / "train" / "matching").glob("matches-*.npz"))  # cached next to the data
+    # Cached in the user's cache folder, never in the dataset.
+    assert list((tmp_path / "cache").rglob("matches-*.npz"))
+    assert not (room / "train" / "matching").exists()
     reloc = Relocalizer(m, RelocConfig(num_cells=500, min_inliers=30), device="cpu")
     report = summarize(localize_frames(reloc.localize, load_split(room, "test"), progress=False))
     assert report["recall"]["10cm_5deg"] >= 80.0, report
