@@ -6,8 +6,8 @@
         [--threads 2] [--frames 500] [--contention] [--gemm] [--peer sift|none] [--json OUT.json]
 
 For each backend:precision, localize the test frames (single-frame mode, images decoded before the
-clock starts) and report the median encoder / head / RANSAC / other / total ms, frames/s and the
-recall at the four thresholds. ``--contention``: the same again while one other process spins on
+clock starts) and report the median encoder / head / RANSAC / other / total ms, frames/s, the CPU
+time per frame (all threads) and the recall at the four thresholds. ``--contention``: the same again while one other process spins on
 a core (a robot's busy computer), as a share of the alone rate. ``--gemm``: the head's matrix
 products against the peak this machine reaches at the same shapes (torch and OpenVINO, fp32 and
 bf16, several row counts), so the head's efficiency is a measured fraction, not a belief. OpenMP
@@ -70,15 +70,27 @@ def head_flops(scene_map, rows: int) -> float:
 
 
 def run_config(scene_map, frames, backend: str, precision: str, threads: int, cells: int) -> dict:
+    import numpy as np
+
     from seqace_ros.evaluation import localize_frames, summarize
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
     cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision, encoder_precision=precision,
                       threads=threads, ransac_threads=threads)
     reloc = Relocalizer(scene_map, cfg, device="cpu")
-    results = localize_frames(reloc.localize, frames, desc=f"{backend} {precision}")
+    cpu = []
+
+    def localize(image, K):
+        # CPU time of the whole process (every thread) per frame: what the frame costs the robot.
+        c0 = time.process_time()
+        result = reloc.localize(image, K)
+        cpu.append((time.process_time() - c0) * 1000.0)
+        return result
+
+    results = localize_frames(localize, frames, desc=f"{backend} {precision}")
     report = summarize(results, method=f"seqace {backend} {precision}", backend=backend,
-                       precision=precision, threads=threads, num_cells=cells)
+                       precision=precision, threads=threads, num_cells=cells,
+                       cpu_ms_per_frame=float(np.median(cpu)))
     t = report["timing_ms"]
     t["other"] = t["total"] - t.get("encoder", 0.0) - t.get("head", 0.0) - t.get("ransac", 0.0)
     if t.get("head"):
@@ -173,7 +185,7 @@ def main() -> int:
     print(f"map {args.map}, scene {args.scene}, {len(frames)} frames, {args.threads} threads, "
           f"K={args.cells}, bf16 units: {cpu_supports_bf16()}, load average before: {os.getloadavg()[0]:.2f}")
     head = (f"{'method':28s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
-            f" {'ransac':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s}")
+            f" {'ransac':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s} {'cpu ms':>6s}")
     print(head)
     peer_ms = peer["timing_ms"]["total"] if peer else None
     for r in rows + ([peer] if peer else []):
@@ -182,7 +194,7 @@ def main() -> int:
         print(f"{r['method']:28s} " + " ".join(f"{r['recall'][k]:8.1f}%" for k in KEYS)
               + f" {r['median_translation_cm'] or float('nan'):7.2f}"
               + "".join(f" {t.get(s, float('nan')):6.1f}" for s in ("encoder", "head", "ransac", "other"))
-              + f" {t['total']:6.1f} {r['fps'] or 0:6.1f} {x_peer}")
+              + f" {t['total']:6.1f} {r['fps'] or 0:6.1f} {x_peer} {r.get('cpu_ms_per_frame', float('nan')):6.1f}")
     if args.contention:
         print("\nbeside one busy process:")
         for r in rows:
