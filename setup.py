@@ -98,8 +98,10 @@ setup(
         "matplotlib>=3.5",
     ] + pip_requirements(),
     extras_require={
-        "test": ["pytest>=7", "poselib>=2.0", "pyyaml>=5.4"],
-        "bench": ["poselib>=2.0"],
+        "test": ["pytest>=7", "poselib>=2.0", "pyyaml>=5.4", "nncf>=2.12"],
+        "bench": ["poselib>=2.0", "nncf>=2.12"],
+        # precision int8 for the head (OpenVINO backend): NNCF's post-training quantization.
+        "int8": ["nncf>=2.12"],
         # ROS 2 kilted from PyPI, for machines without a ROS install (with ROS, use the system's).
         # test/ros_support/setup_ros_env.py installs the same pins and generates tf2_msgs.
         "ros": ROS_WHEELS,

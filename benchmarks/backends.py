@@ -75,7 +75,9 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
     from seqace_ros.evaluation import localize_frames, summarize
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
-    cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision, encoder_precision=precision,
+    # int8 is the head's alone; the encoder then runs in bf16 where the CPU has it.
+    cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision,
+                      encoder_precision="auto" if precision == "int8" else precision,
                       threads=threads, ransac_threads=threads)
     reloc = Relocalizer(scene_map, cfg, device="cpu")
     cpu = []
@@ -96,6 +98,28 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
     if t.get("head"):
         report["head_gflops"] = head_flops(scene_map, cells) / (t["head"] * 1e-3) / 1e9
     return report
+
+
+def calibrate_from_frames(scene_map, scene: Path, frames: int, cells: int, rows: int = 8192) -> None:
+    """Give a map made before calibration features existed those of ``frames`` mapping images (the
+    top-``cells`` salient cells of each, as the relocalizer selects), sampled to ``rows``."""
+    import numpy as np
+    import torch
+
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.encoder import build_encoder
+
+    train = load_split(scene, "train")
+    enc = build_encoder(scene_map.encoder_name, device="cpu",
+                        image_height=scene_map.metadata["encoder"].get("image_height", 480))
+    feats = []
+    for f in train[:: max(1, len(train) // frames)][:frames]:
+        e = enc.encode(f.load_image())
+        valid = torch.nonzero(e.valid).squeeze(1)
+        feats.append(e.features[valid[torch.topk(e.saliency[valid], min(cells, valid.numel())).indices]])
+    allf = torch.cat(feats)
+    pick = torch.randperm(len(allf), generator=torch.Generator().manual_seed(0))[:rows]
+    scene_map.calibration = allf[pick].to(torch.float16).numpy()
 
 
 def gemm_ceiling(threads: int, width: int, rows=(1000, 2048, 8192), repeats: int = 30) -> list[dict]:
@@ -147,6 +171,9 @@ def main() -> int:
     ap.add_argument("--contention", action="store_true",
                     help="also run each configuration beside one busy process")
     ap.add_argument("--gemm", action="store_true", help="measure the GEMM ceiling at the head's shapes")
+    ap.add_argument("--calibrate-frames", type=int, default=50,
+                    help="for int8 with a map that has no calibration features: take them from this many "
+                         "mapping frames")
     ap.add_argument("--peer", default="sift", choices=["sift", "xfeat", "none"])
     ap.add_argument("--json", type=Path, default=REPO / "results" / "backends.json")
     add_omp_argument(ap)
@@ -162,6 +189,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     scene_map = load_map(args.map)
+    if ":int8" in args.configs and not len(scene_map.calibration):
+        calibrate_from_frames(scene_map, args.scene, args.calibrate_frames, args.cells)
     frames = load_split(args.scene, "test")[: args.frames]
     rows = []
     for spec in [c.strip() for c in args.configs.split(",") if c.strip()]:

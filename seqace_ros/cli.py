@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .inference import BACKENDS
-from .settings import PRECISIONS, RelocConfig
+from .settings import HEAD_PRECISIONS, PRECISIONS, RelocConfig
 
 log = logging.getLogger("seqace")
 
@@ -76,13 +76,16 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reloc-device", default="auto")
     g.add_argument("--encoder-precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32")
+    g.add_argument("--head-precision", default="auto", choices=HEAD_PRECISIONS,
+                   help="precision of the head: auto (bf16 where the CPU has it), fp32, bf16, fp16, or int8 "
+                        "(OpenVINO backend, needs nncf; faster, see benchmarks/README.md for its accuracy)")
     g.add_argument("--reloc-backend", default="auto", choices=BACKENDS,
                    help="inference backend of the encoder and the head; auto: OpenVINO on a CPU where "
                         "installed, else torch")
 
 
 def reloc_config_from_args(args):
-    cfg = RelocConfig(num_cells=args.cells,
+    cfg = RelocConfig(num_cells=args.cells, precision=getattr(args, "head_precision", "auto"),
                       encoder_precision=getattr(args, "encoder_precision", "auto"),
                       image_height=getattr(args, "image_height", None))
     if args.min_inliers is not None:

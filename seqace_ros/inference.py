@@ -91,6 +91,18 @@ def compile_for_cpu(module: torch.nn.Module, example: torch.Tensor, precision: s
     return compile_model(convert(module, example, dynamic_axes), precision, threads)
 
 
+def quantize_int8(model, calibration: np.ndarray, batch_rows: int = 1024):
+    """``model`` with int8 weights and activations (NNCF post-training quantization), its ranges
+    calibrated on ``calibration`` (rows of the model's input)."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendError("int8 needs the nncf package: pip install nncf (or use precision bf16)") from exc
+    batches = [np.ascontiguousarray(calibration[i:i + batch_rows], np.float32)
+               for i in range(0, len(calibration), batch_rows)]
+    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+
+
 class OpenVinoModel:
     """A compiled model with one infer request; outputs are copied out (the request reuses its buffers)."""
 

@@ -21,6 +21,7 @@ HEAD_BLOCKS_RANGE = (1, 16)
 # needs neither torch nor the encoder package).
 ENCODER_FEATURE_DIM = {"xfeat": 64}
 MAX_SCENE_POINTS = 10_000_000
+MAX_CALIBRATION_ROWS = 65536
 # Metres: a scene mean or camera value beyond this is not a scene anyone maps.
 MAX_COORDINATE = 1.0e6
 SECTIONS = ("encoder", "head", "training", "camera", "sequence")
@@ -120,7 +121,8 @@ def expected_head_shapes(head: Mapping) -> dict[str, tuple[int, ...]]:
 
 
 def shapes_problem(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str], head: Mapping,
-                   points_key: str = "scene_points") -> str | None:
+                   points_key: str = "scene_points",
+                   calibration_key: str = "calibration.features") -> str | None:
     """Why the file's tensors (name -> shape, name -> safetensors dtype string) do not match the
     head metadata; checked before any tensor is read."""
     expected = expected_head_shapes(head)
@@ -134,7 +136,8 @@ def shapes_problem(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, s
         if found[name] != shape:
             return f"tensor head.{name} has shape {list(found[name])}, the metadata implies {list(shape)}"
     for name, dtype in dtypes.items():
-        if (name.startswith("head.") or name == points_key) and dtype not in ("F16", "BF16", "F32", "F64"):
+        if (name.startswith("head.") or name in (points_key, calibration_key)) \
+                and dtype not in ("F16", "BF16", "F32", "F64"):
             return f"tensor {name} has dtype {dtype}, expected floating point"
     if points_key in shapes:
         shape = tuple(shapes[points_key])
@@ -142,4 +145,9 @@ def shapes_problem(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, s
             return f"{points_key} has shape {list(shape)}, expected (N, 3)"
         if shape[0] > MAX_SCENE_POINTS:
             return f"{points_key} holds {shape[0]} points, more than {MAX_SCENE_POINTS}"
+    if calibration_key in shapes:
+        shape = tuple(shapes[calibration_key])
+        if len(shape) != 2 or shape[1] != head["in_dim"] or shape[0] > MAX_CALIBRATION_ROWS:
+            return (f"{calibration_key} has shape {list(shape)}, expected (N <= {MAX_CALIBRATION_ROWS}, "
+                    f"{head['in_dim']})")
     return None

@@ -27,6 +27,8 @@ FORMAT_NAME = "seqace_ros.map"
 FORMAT_VERSION = 1
 METADATA_KEY = "seqace_ros"
 POINTS_KEY = "scene_points"
+# Encoder features of salient mapping cells: what int8 inference calibrates its ranges on.
+CALIBRATION_KEY = "calibration.features"
 
 
 class MapFileError(SeqaceError, ValueError):
@@ -40,6 +42,7 @@ class SceneMap:
     head: SceneHead
     metadata: dict = field(default_factory=dict)
     scene_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, 64), np.float16))
 
     @property
     def encoder_name(self) -> str:
@@ -75,6 +78,8 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     # The scene mean is an offset of metres: fp16 would cost millimetres far from the origin.
     tensors["head.mean"] = scene_map.head.mean.detach().cpu().float().contiguous()
     tensors[POINTS_KEY] = torch.from_numpy(np.ascontiguousarray(scene_map.scene_points, np.float32))
+    if len(scene_map.calibration):
+        tensors[CALIBRATION_KEY] = torch.from_numpy(np.ascontiguousarray(scene_map.calibration, np.float16))
     meta = dict(scene_map.metadata)
     meta.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                  "head": scene_map.head.config()})
@@ -207,7 +212,7 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
             dtypes = {k: str(f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise MapFileError(f"{path} is truncated or corrupt ({exc}); rebuild it with `seqace map`") from exc
-    problem = shapes_problem(shapes, dtypes, cfg, POINTS_KEY)
+    problem = shapes_problem(shapes, dtypes, cfg, POINTS_KEY, CALIBRATION_KEY)
     if problem is not None:
         raise MapFileError(f"{path}: {problem}; rebuild it with `seqace map`")
     try:
@@ -215,7 +220,8 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
     except (SafetensorError, OSError, ValueError) as exc:
         raise MapFileError(f"{path} is truncated or corrupt ({exc}); rebuild it with `seqace map`") from exc
     for name, tensor in tensors.items():
-        if (name.startswith("head.") or name == POINTS_KEY) and not bool(torch.isfinite(tensor).all()):
+        if (name.startswith("head.") or name in (POINTS_KEY, CALIBRATION_KEY)) \
+                and not bool(torch.isfinite(tensor).all()):
             raise MapFileError(f"{path}: tensor {name} contains NaN or inf: the map is broken "
                                "(training diverged?); rebuild it with `seqace map`")
     try:
@@ -226,5 +232,6 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
     except (KeyError, RuntimeError, ValueError) as exc:
         raise MapFileError(f"{path}: head weights do not match the metadata ({exc})") from exc
     points = tensors.get(POINTS_KEY, torch.zeros((0, 3))).float().numpy()
+    calibration = tensors.get(CALIBRATION_KEY, torch.zeros((0, head.in_dim))).to(torch.float16).numpy()
     head.eval().requires_grad_(False).to(device)
-    return SceneMap(head=head, metadata=meta, scene_points=points)
+    return SceneMap(head=head, metadata=meta, scene_points=points, calibration=calibration)

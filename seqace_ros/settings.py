@@ -13,6 +13,8 @@ from .inference import BACKENDS
 from .input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The head may also run in int8 (OpenVINO backend, calibrated on the map's calibration features).
+HEAD_PRECISIONS = PRECISIONS + ("int8",)
 
 # Below this the stride-8 grid has too few cells for RANSAC to work with.
 MIN_IMAGE_HEIGHT = 96
@@ -40,7 +42,9 @@ class RelocConfig:
     ransac_threads: int = 2
     scoring: str = "soft"
     seed: int = 0
-    precision: str = "auto"  # head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16
+    # Head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16 | int8 (OpenVINO backend;
+    # maps made since int8 came carry the features it calibrates on).
+    precision: str = "auto"
     # Encoder precision: auto = bf16 on CPUs with bf16 units (as accurate as fp32 on redkitchen and
     # faster, benchmarks/README.md), fp16 on CUDA, else fp32.
     encoder_precision: str = "auto"
@@ -71,8 +75,8 @@ class RelocConfig:
             problems.append("RANSAC thresholds must be positive")
         if self.scoring not in ("soft", "hard"):
             problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not {'/'.join(PRECISIONS)}")
+        if self.precision not in HEAD_PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not {'/'.join(HEAD_PRECISIONS)}")
         if self.encoder_precision not in PRECISIONS:
             problems.append(f"encoder_precision {self.encoder_precision!r} is not {'/'.join(PRECISIONS)}")
         if self.backend not in BACKENDS:

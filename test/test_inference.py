@@ -138,3 +138,51 @@ def test_entry_points_make_openmp_threads_sleep_unless_the_user_chose_a_policy()
     assert _run_python(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE False"
     late = "import torch, os; from seqace_ros.threads import prefer_passive_waiting as p; print(p(), os.environ.get('OMP_WAIT_POLICY'))"
     assert _run_python(late) == "False None"
+
+
+@needs_openvino
+def test_int8_head_calibrates_on_the_maps_features_and_localizes_like_bf16(tmp_path_factory, tmp_path):
+    """Maps carry calibration features (a sample of the buffer); precision int8 quantizes the head
+    on them and localizes the frames bf16 localizes, close to the same poses. Without them, or on
+    the torch backend, int8 is refused with the fix."""
+    pytest.importorskip("nncf")
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "ros_support"))
+    try:
+        from tiny_map import build_tiny_scene
+    finally:
+        sys.path.pop(0)
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.mapfile import MapFileError, load_map
+    from seqace_ros.relocalization import RelocConfig, Relocalizer
+
+    cache = os.environ.get("SEQACE_TEST_CACHE") or tmp_path_factory.getbasetemp() / "ros_tiny_map"
+    scene_map = load_map(build_tiny_scene(Path(cache)).map_path)
+    assert scene_map.calibration.shape == (8192, 64) and np.isfinite(scene_map.calibration).all()
+    frames = load_split(build_tiny_scene(Path(cache)).scene_dir, "test")[:8]
+    images = [f.load_image() for f in frames]
+    out = {}
+    for precision in ("bf16", "int8"):
+        reloc = Relocalizer(scene_map, RelocConfig(num_cells=600, min_inliers=30, backend="openvino",
+                                                   precision=precision), device="cpu")
+        assert (reloc.describe()["precision"] == "int8") == (precision == "int8")
+        out[precision] = [reloc.localize(im, f.intrinsics(im.shape[1], im.shape[0])) for im, f in zip(images, frames)]
+    assert sum(r.localized for r in out["bf16"]) >= 4
+    assert sum(r.localized for r in out["int8"]) >= sum(r.localized for r in out["bf16"]) - 1
+    for a, b in zip(out["bf16"], out["int8"]):
+        if a.localized and b.localized:
+            assert np.abs(a.pose_c2w[:3, 3] - b.pose_c2w[:3, 3]).max() < 0.03
+
+    with pytest.raises(ValueError, match="OpenVINO backend"):
+        Relocalizer(scene_map, RelocConfig(backend="torch", precision="int8"), device="cpu")
+    old = replace(scene_map, calibration=np.zeros((0, 64), np.float16))
+    with pytest.raises(ValueError, match="calibration features"):
+        Relocalizer(old, RelocConfig(backend="openvino", precision="int8"), device="cpu")
+    # The map file keeps them; a wrong width is refused before use.
+    assert np.array_equal(load_map(scene_map.save(tmp_path / "m.safetensors")).calibration, scene_map.calibration)
+    replace(scene_map, calibration=np.zeros((2000, 32), np.float16)).save(tmp_path / "bad.safetensors")
+    with pytest.raises(MapFileError, match="calibration.features has shape"):
+        load_map(tmp_path / "bad.safetensors")

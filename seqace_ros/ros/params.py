@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..inference import BACKENDS
 from ..input_bounds import HARD_LIMITS
-from ..settings import MIN_IMAGE_HEIGHT, RelocConfig
+from ..settings import HEAD_PRECISIONS, MIN_IMAGE_HEIGHT, RelocConfig
 
 _RELOC = RelocConfig()
 
@@ -80,6 +80,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               f"image_height must be 0 (the map's own) or at least {MIN_IMAGE_HEIGHT}; got {v}"),
     ParamSpec("backend", "auto", "Inference backend of the networks: auto (OpenVINO on a CPU where it is "
               "installed, else torch), torch or openvino.", choices=BACKENDS, read_only=True),
+    ParamSpec("head_precision", _RELOC.precision, "Precision of the head: auto (bf16 where the CPU has it), "
+              "fp32, bf16, fp16, or int8 (OpenVINO backend and nncf; faster, slightly less precise at 1 cm: "
+              "benchmarks/README.md).", choices=HEAD_PRECISIONS, read_only=True),
     ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
