@@ -7,8 +7,9 @@
 
 For each backend:precision, localize the test frames (single-frame mode, images decoded before the
 clock starts) and report the median encoder / head / RANSAC / other / total ms, frames/s, the CPU
-time per frame (all threads) and the recall at the four thresholds. ``--contention``: the same again while one other process spins on
-a core (a robot's busy computer), as a share of the alone rate. ``--gemm``: the head's matrix
+time per frame (all threads) and the recall at the four thresholds. ``--contention``: the same
+again while one other process spins on a core (a robot's busy computer), as a share of the alone
+rate. ``--gemm``: the head's matrix
 products against the peak this machine reaches at the same shapes (torch and OpenVINO, fp32 and
 bf16, several row counts), so the head's efficiency is a measured fraction, not a belief. OpenMP
 waits PASSIVE, as in the seqace command and the nodes (``--omp-default``: OpenMP's default).

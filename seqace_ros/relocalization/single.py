@@ -21,7 +21,7 @@ from ..inference import compile_model, convert, quantize_int8
 from ..input_bounds import array_problem, intrinsics_problem
 from ..mapfile import SceneMap, check_encoder, load_map
 from ..precision import autocast_dtype
-from ..settings import MIN_IMAGE_HEIGHT, RelocConfig  # noqa: F401  (re-exported: the config lives with the relocalizer's users)
+from ..settings import MIN_IMAGE_HEIGHT, RelocConfig  # noqa: F401  (re-exported)
 from .result import LOCALIZED, LOST, RelocResult
 
 # Fewer calibration rows than this give int8 ranges that do not represent the map.

@@ -86,10 +86,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
-    ParamSpec("max_image_pixels", _RELOC.max_image_pixels, "Images (and CameraInfo sizes, and compressed-image headers, "
-              "checked before decoding) with more pixels are refused.", min_value=256, max_value=HARD_LIMITS.max_pixels,
-              read_only=True),
-    ParamSpec("max_image_aspect_ratio", _RELOC.max_image_aspect_ratio, "Images whose width/height (or height/width) is larger are "
+    ParamSpec("max_image_pixels", _RELOC.max_image_pixels, "Images (and CameraInfo sizes, and "
+              "compressed-image headers, checked before decoding) with more pixels are refused.",
+              min_value=256, max_value=HARD_LIMITS.max_pixels, read_only=True),
+    ParamSpec("max_image_aspect_ratio", _RELOC.max_image_aspect_ratio, "Images whose width/height (or "
+              "height/width) is larger are "
               "refused: the encoder resizes every image to image_height rows, so a thin strip would become "
               "a very wide one.", min_value=1.0, max_value=HARD_LIMITS.max_aspect_ratio, read_only=True),
     ParamSpec("map_frame", "map", "Frame of the map (the pose's and TF's parent frame).",
