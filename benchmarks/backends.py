@@ -161,13 +161,15 @@ def gemm_ceiling(threads: int, width: int, rows=(1000, 2048, 8192), repeats: int
 
 
 def main() -> int:
+    from seqace_ros.settings import RelocConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", type=Path, required=True, help="map file (seqace map SCENE --out MAP)")
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--configs", default="torch:bf16,torch:fp32,openvino:bf16,openvino:fp32",
                     help="comma-separated backend:precision pairs")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--cells", type=int, default=RelocConfig.num_cells)
     ap.add_argument("--frames", type=int, default=500, help="test frames localized per configuration")
     ap.add_argument("--contention", action="store_true",
                     help="also run each configuration beside one busy process")

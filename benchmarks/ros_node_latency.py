@@ -221,6 +221,8 @@ def table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from seqace_ros.settings import RelocConfig
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--map", help="map file (default: build the tiny synthetic scene's map)")
     ap.add_argument("--scene", help="DSAC*/ACE scene folder whose test/ images are published (with --map)")
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     ap.add_argument("--frames", type=int, default=100, help="distinct query images to cycle through")
     ap.add_argument("--mode", default="single", choices=["single", "sequence"])
-    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--cells", type=int, default=RelocConfig.num_cells)
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
     ap.add_argument("--threads", type=int, default=0, help="the node's threads parameter (0: all cores)")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")

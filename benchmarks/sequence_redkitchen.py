@@ -256,13 +256,15 @@ def print_table(result: dict) -> None:
 
 
 def main() -> None:
+    from seqace_ros.settings import RelocConfig
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--map", type=Path, action="append",
                     help=f"map file (repeatable; default {DEFAULT_MAP.relative_to(REPO)})")
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--threads", type=int, default=1, help="torch, OpenCV and RANSAC threads")
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--cells", type=int, default=1000, help="salient cells per image (RelocConfig)")
+    ap.add_argument("--cells", type=int, default=RelocConfig.num_cells, help="salient cells per image (RelocConfig)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, help="only the first N query frames")
     ap.add_argument("--variants", default="",
