@@ -169,3 +169,15 @@ def test_one_factory_makes_every_mode_behind_one_interface(room, room_map):
     assert make_localizer(scene_map, mode="sequence", device="cpu").describe()["mode"] == "sequence"
     with pytest.raises(ValueError, match="choose one of"):
         make_localizer(scene_map, mode="fast", device="cpu")
+
+
+def test_demo_command_maps_localizes_and_writes_its_report_and_plots(room, tmp_path):
+    """`seqace demo` on a given scene folder, with a tiny budget: the wiring from the CLI through the
+    mapping and the localizer factory to the report and plots (accuracy is the other tests' job)."""
+    out = tmp_path / "demo"
+    assert seqace(["-q", "demo", "--scene", str(room), "--iterations", "40", "--buffer-size", "20000",
+                   "--head-width", "64", "--head-blocks", "1", "--limit", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames"] == 4 and len(report["per_frame"]) == 4
+    assert report["relocalizer"]["config"]["num_cells"] == 1000
+    assert (out / "trajectory.png").stat().st_size > 1000 and (out / "inliers.png").stat().st_size > 1000
