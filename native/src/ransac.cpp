@@ -168,6 +168,137 @@ RansacResult estimate_pose_multi(const std::vector<ViewInput>& views, const Rans
 
 namespace {
 
+// Local optimisation of a new best hypothesis (LO-RANSAC): a few robust refinements on its
+// inliers, kept while they improve the score.
+void local_optimize(const Problem& prob, Scorer& scorer, const ScoreParams& params,
+                    const RansacOptions& opt, Pose* pose, Score* score) {
+  RefineOptions lo;
+  lo.max_iterations = kLoIterations;
+  lo.loss = RobustLoss::kHuber;
+  lo.loss_scale_px = 0.5 * opt.inlier_threshold_px;  // inliers reach tau: keep them weighty
+  PointSet subset;
+  for (int r = 0; r < kLoRounds; ++r) {
+    Score s;
+    scorer.score(*pose, params, nullptr, &s);
+    if (scorer.inliers(opt.inlier_threshold_px, kLoMaxPoints, &subset) < 6) return;
+    Pose trial = *pose;
+    refine_pose(prob, subset, lo, &trial);
+    if (!scorer.score(trial, params, nullptr, &s) || !s.better_than(*score)) return;
+    *pose = trial;
+    *score = s;
+  }
+}
+
+struct LoopOutcome {
+  BestRecord best;
+  Pose best_pose;
+  std::int64_t done = 0;
+  bool timed_out = false;
+};
+
+// The hypothesis loop: rounds of P3P hypotheses (on helper threads once the problem proves
+// hard), merged in hypothesis order, adaptive stopping, the time budget.
+LoopOutcome hypothesis_loop(const std::shared_ptr<Search>& search, const RansacOptions& opt) {
+  const Problem& prob = search->prob;
+  const ScoreParams& params = search->params;
+  Scorer& main_scorer = search->scorers[0];  // slot 0 is this thread
+  auto rounds = std::make_shared<Rounds<BestRecord, Candidate>>(
+      [search](int slot, std::int64_t h, const BestRecord& best, std::vector<Candidate>* out) {
+        return search->hypothesis(slot, h, best, out);
+      });
+  LoopOutcome out;
+  double dynamic_iterations = std::numeric_limits<double>::infinity();
+  for (;;) {
+    const double wanted = std::max<double>(opt.min_iterations, dynamic_iterations);
+    const std::int64_t target =
+        static_cast<std::int64_t>(std::min<double>(opt.max_iterations, wanted));
+    if (out.done >= target) break;
+    if (Clock::now() >= search->deadline) {
+      out.timed_out = true;
+      break;
+    }
+    // Helpers only pay off once it is clear that more than a round or two is needed: an easy
+    // problem is solved by the first round before a helper thread would even have woken up.
+    if (rounds->num_helpers() == 0 && opt.num_threads > 1 && out.done > 0 &&
+        target - out.done > kHelpersAfter)
+      rounds->add_helpers(opt.num_threads - 1);
+    // Before any hypothesis has been found the bail-out test is off and every hypothesis is
+    // scored in full: keep that first round short.
+    const std::int64_t round_size =
+        out.best.valid ? kRoundSize : std::clamp<std::int64_t>(opt.min_iterations, 4, kRoundSize);
+    auto outcome = rounds->run(out.done, out.done + std::min<std::int64_t>(target - out.done, round_size),
+                               std::make_shared<const BestRecord>(out.best));
+    out.done += outcome.completed;
+    out.timed_out = out.timed_out || outcome.closed_early;
+
+    // Merge in hypothesis order, so that the outcome does not depend on who scored what.
+    std::sort(outcome.results.begin(), outcome.results.end(),
+              [](const Candidate& a, const Candidate& b) {
+                return a.h != b.h ? a.h < b.h : a.solution < b.solution;
+              });
+    for (const Candidate& c : outcome.results) {
+      if (out.best.valid && !c.score.better_than(out.best.score)) continue;
+      Pose pose = c.pose;
+      Score score = c.score;
+      if (opt.local_optimization) local_optimize(prob, main_scorer, params, opt, &pose, &score);
+      main_scorer.score(pose, params, nullptr, &score);  // fills the per-block counts
+      out.best.valid = true;
+      out.best.score = score;
+      out.best.cumulative_inliers = main_scorer.cumulative_inliers();
+      out.best_pose = pose;
+    }
+    if (out.best.valid)
+      dynamic_iterations = required_iterations(
+          static_cast<double>(out.best.score.inliers) / prob.num_points, opt.confidence);
+    if (out.timed_out) break;
+  }
+  rounds->finish();
+  return out;
+}
+
+// Final refinement: fit the inliers, re-collect them, repeat while they grow. Returns the number
+// of inliers of the refined pose (collected into *inliers).
+int final_refinement(const Problem& prob, const RansacOptions& opt, Pose* pose, PointSet* inliers,
+                     int* rounds) {
+  RefineOptions refine;
+  refine.max_iterations = opt.refine_iterations;
+  refine.loss = opt.loss;
+  refine.loss_scale_px = opt.loss_scale_px;
+  int previous = -1;
+  for (int r = 0; r < opt.max_refine_rounds; ++r) {
+    const int n = collect_inliers(prob, *pose, opt.refine_threshold_px, inliers);
+    if (n < 4 || n <= previous) break;
+    refine_pose(prob, *inliers, refine, pose);
+    previous = n;
+    ++*rounds;
+  }
+  orthonormalize(pose);
+  return collect_inliers(prob, *pose, opt.refine_threshold_px, inliers);
+}
+
+// The result's inlier masks, median reprojection error and poses (centring undone).
+void fill_outputs(const Problem& prob, const Pose& pose, const PointSet& inliers, RansacResult* res) {
+  std::vector<double> errors;
+  Eigen::Vector2d r;
+  for (size_t v = 0; v < prob.views.size(); ++v) {
+    for (int i : inliers[v]) {
+      res->inliers[v][prob.views[v].rows[i]] = 1;
+      if (reprojection_residual(prob.views[v], pose, i, &r)) errors.push_back(r.norm());
+    }
+  }
+  if (!errors.empty()) {
+    auto mid = errors.begin() + errors.size() / 2;
+    std::nth_element(errors.begin(), mid, errors.end());
+    res->reprojection_error_px = *mid;
+  }
+  // Undo the centring: R (X - c) + t = R X + (t - R c).
+  res->pose_w2c.R = pose.R;
+  res->pose_w2c.t = pose.t - pose.R * prob.centroid;
+  res->T_c2w.setIdentity();
+  res->T_c2w.topLeftCorner<3, 3>() = pose.R.transpose();
+  res->T_c2w.topRightCorner<3, 1>() = -pose.R.transpose() * res->pose_w2c.t;
+}
+
 RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& opt,
                    bool name_frames) {
   validate_options(opt);
@@ -196,130 +327,21 @@ RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& op
   const std::string unsolvable = check_solvable(prob);
   if (!unsolvable.empty()) return finish(unsolvable);
 
-  // ---- RANSAC -----------------------------------------------------------------------------
-  const ScoreParams& params = search->params;
-  Scorer& main_scorer = search->scorers[0];  // slot 0 is this thread
-  auto local_optimize = [&](Pose* pose, Score* score) {
-    RefineOptions lo;
-    lo.max_iterations = kLoIterations;
-    lo.loss = RobustLoss::kHuber;
-    lo.loss_scale_px = 0.5 * opt.inlier_threshold_px;  // inliers reach tau: keep them weighty
-    PointSet subset;
-    for (int r = 0; r < kLoRounds; ++r) {
-      Score s;
-      main_scorer.score(*pose, params, nullptr, &s);
-      if (main_scorer.inliers(opt.inlier_threshold_px, kLoMaxPoints, &subset) < 6) return;
-      Pose trial = *pose;
-      refine_pose(prob, subset, lo, &trial);
-      if (!main_scorer.score(trial, params, nullptr, &s) || !s.better_than(*score)) return;
-      *pose = trial;
-      *score = s;
-    }
-  };
-
-  auto rounds = std::make_shared<Rounds<BestRecord, Candidate>>(
-      [search](int slot, std::int64_t h, const BestRecord& best, std::vector<Candidate>* out) {
-        return search->hypothesis(slot, h, best, out);
-      });
-  BestRecord best;
-  Pose best_pose;
-  bool timed_out = false;
-  std::int64_t done = 0;
-  double dynamic_iterations = std::numeric_limits<double>::infinity();
-  for (;;) {
-    const double wanted = std::max<double>(opt.min_iterations, dynamic_iterations);
-    const std::int64_t target =
-        static_cast<std::int64_t>(std::min<double>(opt.max_iterations, wanted));
-    if (done >= target) break;
-    if (Clock::now() >= deadline) {
-      timed_out = true;
-      break;
-    }
-    // Helpers only pay off once it is clear that more than a round or two is needed: an easy
-    // problem is solved by the first round before a helper thread would even have woken up.
-    if (rounds->num_helpers() == 0 && opt.num_threads > 1 && done > 0 &&
-        target - done > kHelpersAfter)
-      rounds->add_helpers(opt.num_threads - 1);
-    // Before any hypothesis has been found the bail-out test is off and every hypothesis is
-    // scored in full: keep that first round short.
-    const std::int64_t round_size =
-        best.valid ? kRoundSize : std::clamp<std::int64_t>(opt.min_iterations, 4, kRoundSize);
-    auto outcome = rounds->run(done, done + std::min<std::int64_t>(target - done, round_size),
-                               std::make_shared<const BestRecord>(best));
-    done += outcome.completed;
-    timed_out = timed_out || outcome.closed_early;
-
-    // Merge in hypothesis order, so that the outcome does not depend on who scored what.
-    std::sort(outcome.results.begin(), outcome.results.end(),
-              [](const Candidate& a, const Candidate& b) {
-                return a.h != b.h ? a.h < b.h : a.solution < b.solution;
-              });
-    for (const Candidate& c : outcome.results) {
-      if (best.valid && !c.score.better_than(best.score)) continue;
-      Pose pose = c.pose;
-      Score score = c.score;
-      if (opt.local_optimization) local_optimize(&pose, &score);
-      main_scorer.score(pose, params, nullptr, &score);  // fills the per-block counts
-      best.valid = true;
-      best.score = score;
-      best.cumulative_inliers = main_scorer.cumulative_inliers();
-      best_pose = pose;
-    }
-    if (best.valid)
-      dynamic_iterations = required_iterations(
-          static_cast<double>(best.score.inliers) / prob.num_points, opt.confidence);
-    if (timed_out) break;
-  }
-  rounds->finish();
-  res.iterations = static_cast<int>(done);
+  const LoopOutcome loop = hypothesis_loop(search, opt);
+  res.iterations = static_cast<int>(loop.done);
   const std::string budget_note =
-      timed_out ? "time budget: stopped after " + std::to_string(done) + " iterations, "
-                : std::string();
-  if (!best.valid) return finish(budget_note + "no hypothesis: no sample gave a valid pose");
+      loop.timed_out ? "time budget: stopped after " + std::to_string(loop.done) + " iterations, "
+                     : std::string();
+  if (!loop.best.valid) return finish(budget_note + "no hypothesis: no sample gave a valid pose");
 
-  // ---- Refinement: fit the inliers, re-collect them, repeat while they grow ------------------
-  Pose pose = best_pose;
-  RefineOptions refine;
-  refine.max_iterations = opt.refine_iterations;
-  refine.loss = opt.loss;
-  refine.loss_scale_px = opt.loss_scale_px;
+  Pose pose = loop.best_pose;
   PointSet inliers;
-  int previous = -1;
-  for (int r = 0; r < opt.max_refine_rounds; ++r) {
-    const int n = collect_inliers(prob, pose, opt.refine_threshold_px, &inliers);
-    if (n < 4 || n <= previous) break;
-    refine_pose(prob, inliers, refine, &pose);
-    previous = n;
-    ++res.refine_rounds;
-  }
-  orthonormalize(&pose);
-  const int n_inliers = collect_inliers(prob, pose, opt.refine_threshold_px, &inliers);
-
-  // ---- Outputs -------------------------------------------------------------------------------
+  const int n_inliers = final_refinement(prob, opt, &pose, &inliers, &res.refine_rounds);
   Score final_score;
-  main_scorer.score(pose, params, nullptr, &final_score);
+  search->scorers[0].score(pose, search->params, nullptr, &final_score);
   res.score = final_score.value;
   res.num_inliers = n_inliers;
-  std::vector<double> errors;
-  errors.reserve(n_inliers);
-  Eigen::Vector2d r;
-  for (size_t v = 0; v < prob.views.size(); ++v) {
-    for (int i : inliers[v]) {
-      res.inliers[v][prob.views[v].rows[i]] = 1;
-      if (reprojection_residual(prob.views[v], pose, i, &r)) errors.push_back(r.norm());
-    }
-  }
-  if (!errors.empty()) {
-    auto mid = errors.begin() + errors.size() / 2;
-    std::nth_element(errors.begin(), mid, errors.end());
-    res.reprojection_error_px = *mid;
-  }
-  // Undo the centring: R (X - c) + t = R X + (t - R c).
-  res.pose_w2c.R = pose.R;
-  res.pose_w2c.t = pose.t - pose.R * prob.centroid;
-  res.T_c2w.setIdentity();
-  res.T_c2w.topLeftCorner<3, 3>() = pose.R.transpose();
-  res.T_c2w.topRightCorner<3, 1>() = -pose.R.transpose() * res.pose_w2c.t;
+  fill_outputs(prob, pose, inliers, &res);
 
   const int needed = std::max(opt.min_inliers, 4);
   if (n_inliers < needed) {
@@ -330,7 +352,7 @@ RansacResult solve(const std::vector<ViewInput>& inputs, const RansacOptions& op
   if (!cov.ok) return finish(budget_note + cov.why);
   res.covariance = cov.covariance;
   res.success = true;
-  return finish(timed_out ? budget_note + "best pose kept" : "ok");
+  return finish(loop.timed_out ? budget_note + "best pose kept" : "ok");
 }
 
 }  // namespace
