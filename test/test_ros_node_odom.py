@@ -275,9 +275,14 @@ def test_tf_input_with_the_real_tf2_ros_chains_topic_odometry_with_the_static_tf
     from seqace_ros.ros import tf_io
     from seqace_ros.ros.messages import matrix_to_transform
 
-    node = rclpy.create_node("seqace_real_tf2_check")
-    other = rclpy.create_node("seqace_static_tf_publisher")
-    executor = SingleThreadedExecutor()
+    # A domain of its own: /tf from the earlier tests' nodes (this module shares one domain) must
+    # not reach this buffer, or tf2 may hold odom -> base_link only from later stamps.
+    domain = (int(ros_env["ROS_DOMAIN_ID"]) + 50) % 100 + 1
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("seqace_real_tf2_check", context=context)
+    other = rclpy.create_node("seqace_static_tf_publisher", context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(other)
     spinning = threading.Event()
@@ -306,3 +311,4 @@ def test_tf_input_with_the_real_tf2_ros_chains_topic_odometry_with_the_static_tf
         executor.shutdown()
         other.destroy_node()
         node.destroy_node()
+        rclpy.try_shutdown(context=context)
