@@ -44,6 +44,7 @@ from peer.localizer import LocalizeSettings, StructureLocalizer  # noqa: E402
 from peer.reconstruction import (MapSettings, Reconstruction, build_reconstruction,  # noqa: E402
                                  cache_key)
 from peer.features import FEATURE_TYPES  # noqa: E402
+from seqace_ros.refinement.point_map import StructureSettings  # noqa: E402
 from seqace_ros.refinement.triangulation import TriangulationSettings  # noqa: E402
 from seqace_ros.data.scene_folder import ImageReadError, load_split  # noqa: E402
 from seqace_ros.evaluation import (FrameResult, format_table, per_frame_records,  # noqa: E402
@@ -56,12 +57,13 @@ def default_map_settings(features: str = "sift") -> MapSettings:
     """The mapping settings tuned for each feature type on redkitchen (see benchmarks/README.md)."""
     tri = TriangulationSettings(max_reproj_px=2.0, min_angle_deg=0.5 if features == "sift" else 1.0)
     if features == "sift":
-        return MapSettings(features="sift", max_features=4000,
-                           feature_options={"contrast_threshold": 0.01}, pairs_per_frame=3,
-                           pair_min_baseline_m=0.02, triangulation=tri)
+        return MapSettings(features="sift", max_features=4000, feature_options={"contrast_threshold": 0.01},
+                           structure=StructureSettings(pairs_per_frame=3, pair_min_baseline_m=0.02,
+                                                       match_ratio=0.8, triangulation=tri))
     if features == "xfeat":
-        return MapSettings(features="xfeat", max_features=4096, pairs_per_frame=5,
-                           pair_min_baseline_m=0.03, triangulation=tri)
+        return MapSettings(features="xfeat", max_features=4096,
+                           structure=StructureSettings(pairs_per_frame=5, pair_min_baseline_m=0.03,
+                                                       match_ratio=0.8, triangulation=tri))
     raise ValueError(f"unknown feature type {features!r}; choose one of {', '.join(FEATURE_TYPES)}")
 
 

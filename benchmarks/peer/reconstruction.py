@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +25,19 @@ from .retrieval import train_vocabulary, vlad
 FORMAT_VERSION = 1
 
 
+def _peer_structure() -> StructureSettings:
+    # The library's structure step with the peer's own defaults (RootSIFT: fewer, nearer pairs,
+    # Lowe's 0.8, smaller triangulation angles; benchmarks/README.md, "Structure-based peer").
+    return StructureSettings(pairs_per_frame=3, pair_min_baseline_m=0.02, match_ratio=0.8,
+                             triangulation=TriangulationSettings())
+
+
 @dataclass
 class MapSettings:
     features: str = "sift"
     max_features: int = 4000
     feature_options: dict = field(default_factory=dict)  # extractor keyword arguments
-    pairs_per_frame: int = 3
-    pair_max_angle_deg: float = 30.0
-    pair_max_distance_m: float = 1.0
-    pair_min_baseline_m: float = 0.02
-    match_ratio: float = 0.8
-    match_mutual: bool = True
-    match_precision: str = "bfloat16"  # similarity matmul; see matching.similarity
-    epipolar_px: float = 3.0
-    triangulation: TriangulationSettings = field(default_factory=TriangulationSettings)
+    structure: StructureSettings = field(default_factory=_peer_structure)
     vlad_words: int = 64
 
     def to_json(self) -> str:
@@ -47,7 +46,9 @@ class MapSettings:
     @classmethod
     def from_json(cls, text: str) -> "MapSettings":
         d = json.loads(text)
-        d["triangulation"] = TriangulationSettings(**d["triangulation"])
+        st = d["structure"]
+        st["triangulation"] = TriangulationSettings(**st["triangulation"])
+        d["structure"] = StructureSettings(**st)
         return cls(**d)
 
 
@@ -161,7 +162,7 @@ def reconstruct_from_features(feats: list[LocalFeatures], poses: np.ndarray, Ks:
                               t_feat: float = 0.0) -> Reconstruction:
     """Pairs, verified matches, tracks, triangulation and retrieval index from mapping features."""
     t0 = time.perf_counter() if t_start is None else t_start
-    structure = structure_from_known_poses(feats, poses, Ks, structure_settings(settings), progress)
+    structure = structure_from_known_poses(feats, poses, Ks, settings.structure, progress)
     points, desc, obs_point = structure.points, structure.point_desc, structure.obs_point
     all_desc = np.concatenate([x.descriptors for x in feats])
     centres = train_vocabulary(all_desc.astype(np.float32), settings.vlad_words)
@@ -174,8 +175,3 @@ def reconstruct_from_features(feats: list[LocalFeatures], poses: np.ndarray, Ks:
         f"{stats['pairs']} pairs, {mapping_s:.0f} s")
     return Reconstruction(settings, list(names), poses, Ks, points, desc, obs_point,
                           structure.obs_image, structure.obs_xy, centres, image_vlad, mapping_s, stats)
-
-
-def structure_settings(settings: MapSettings) -> StructureSettings:
-    """The library's structure step with the peer's settings."""
-    return StructureSettings(**{f.name: getattr(settings, f.name) for f in fields(StructureSettings)})
