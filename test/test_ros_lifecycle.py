@@ -40,7 +40,14 @@ def _transition(client: RosClient, transition_id: int, timeout: float = 120.0) -
 
 
 def _service_exists(client: RosClient, name: str) -> bool:
-    return any(n == name for n, _ in client.node.get_service_names_and_types())
+    """Whether the node declares the service. Asked per node (the node's own entity list), not of
+    the whole graph: Fast DDS sometimes keeps a destroyed service's endpoints in the graph for more
+    than 10 s after the node's own list has dropped it."""
+    try:
+        services = client.node.get_service_names_and_types_by_node(NS.lstrip("/"), "/")
+    except Exception:  # the node is not discovered yet (rclpy raises NodeNameNonExistentError)
+        return False
+    return any(n == name for n, _ in services)
 
 
 def _send_frames(client: RosClient, frames, wait_s: float) -> list[int]:
