@@ -44,7 +44,7 @@ from peer.localizer import LocalizeSettings, StructureLocalizer  # noqa: E402
 from peer.reconstruction import (MapSettings, Reconstruction, build_reconstruction,  # noqa: E402
                                  cache_key)
 from peer.features import FEATURE_TYPES  # noqa: E402
-from seqace_ros.refinement.point_map import StructureSettings  # noqa: E402
+from peer.structure import StructureSettings  # noqa: E402
 from seqace_ros.refinement.triangulation import TriangulationSettings  # noqa: E402
 from seqace_ros.data.scene_folder import ImageReadError, load_split  # noqa: E402
 from seqace_ros.evaluation import (FrameResult, format_table, per_frame_records,  # noqa: E402

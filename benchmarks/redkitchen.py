@@ -44,7 +44,7 @@ def parse_budget(spec: str) -> tuple[str, dict]:
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
                cells: list[int], map_path: Path | None = None, device: str = "cpu",
-               heights: list[int | None] = (None,)) -> list[dict]:
+               heights: list[int | None] = (None,), refine: tuple[bool, ...] = (True,)) -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -72,22 +72,25 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
         cfg_dict = cfg.to_dict()
     test = load_split(scene, "test")
     reports = []
-    for height, num_cells in itertools.product(heights, cells):
+    for height, num_cells, ref in itertools.product(heights, cells, refine):
         # height None: the map's own image height (what it was trained at)
         at = f", H={height}" if height else ""
         reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
-                                                   image_height=height),
+                                                   image_height=height, refine=ref),
                             device=device)
+        at += ", refined" if reloc.refiner is not None else ", no refinement"
         results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}{at}")
         report = summarize(results, method=f"seqace ({budget}, K={num_cells}{at})", mapping_s=mapping_s,
                            mapping_config=cfg_dict, threads=threads, num_cells=num_cells, image_height=height,
                            head_precision=str(reloc.amp or "fp32"),
-                           encoder_precision=reloc.encoder.precision, device=str(reloc.device))
+                           encoder_precision=reloc.encoder.precision, device=str(reloc.device),
+                           refinement=reloc.describe()["refinement"],
+                           map_keyframe_bytes=int(sum(a.nbytes for a in scene_map.keyframes.values())))
         if fp32_frames:
             # CPUs without bf16 units: encoder and head in fp32.
             r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
                                                      precision="fp32", encoder_precision="fp32",
-                                                     image_height=height),
+                                                     image_height=height, refine=ref),
                               device="cpu")
             s32 = summarize(localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32"))
             report["fp32"] = {"frames": min(fp32_frames, len(test)), "timing_ms": s32["timing_ms"],
@@ -113,6 +116,7 @@ def main() -> int:
     ap.add_argument("--image-heights", default="",
                     help="comma-separated heights to relocalize at (default: the map's own); the "
                          "encoder's cost grows with the pixel count")
+    ap.add_argument("--refine", default="on", help="comma-separated: on, off (keyframe refinement)")
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
@@ -125,14 +129,15 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = [int(c) for c in args.cells.split(",") if c.strip()]
     heights = [int(h) for h in args.image_heights.split(",") if h.strip()] or [None]
+    refine = tuple(x.strip() == "on" for x in args.refine.split(",") if x.strip())
     rows = []
     for m in args.map:
         rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
-                           args.device, heights)
+                           args.device, heights, refine)
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
     for budget in budgets:
         rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells,
-                           device=args.device, heights=heights)
+                           device=args.device, heights=heights, refine=refine)
     if args.peer != "none":
         from peer_structure import run_peer
         peer = run_peer(args.scene, features=args.peer, threads=args.threads)

@@ -121,7 +121,7 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
     from seqace_ros.mapfile import load_map
     from seqace_ros.relocalization import RelocConfig, Relocalizer
     from seqace_ros.relocalization.sequence import SequenceConfig, SequenceRelocalizer
-    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+    from seqace_ros.sequence_boundaries import sequence_starts
 
     torch.set_num_threads(args.threads)
     frames = load_split(scene, "test")
@@ -147,7 +147,7 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
     print(f"  single-frame pass: {time.perf_counter() - t0:.0f} s", flush=True)
 
     # 2. sequence mode, live, exactly as `seqace evaluate --mode sequence`
-    seq = SequenceRelocalizer(reloc.localize)
+    seq = SequenceRelocalizer.around(reloc)  # refines multi-frame poses too, when the map has keyframes
     seq_out = []
     fn = with_sequence_resets(seq, frames)
 
@@ -165,6 +165,7 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
     def replay(config: SequenceConfig, odometry: list | None) -> tuple[list, list]:
         it = iter(singles)
         s = SequenceRelocalizer(lambda image, K: next(it), config)
+        s.refine_pose = reloc.refine if reloc.refiner is not None else None
         out, frame_results = [], []
         for i, f in enumerate(frames):
             if starts[i]:

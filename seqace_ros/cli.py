@@ -11,8 +11,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .bag_mapping import add_bag_arguments
 from .inference import BACKENDS
-from .settings import HEAD_PRECISIONS, PRECISIONS, RelocConfig
+from .settings import HEAD_PRECISIONS, MATCHERS, PRECISIONS, RelocConfig
 
 log = logging.getLogger("seqace")
 
@@ -29,6 +30,8 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--buffer-size", type=int, help="training samples in the buffer")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--no-augment", action="store_true", help="disable scale/rotation/intensity augmentation")
+    g.add_argument("--keyframes", action=argparse.BooleanOptionalAction, default=None,
+                   help="store refinement keyframes in the map (default: on), which `--refine` uses")
     g.add_argument("--targets", choices=["keypoint", "center"], help="2D target of a cell")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", choices=PRECISIONS)
@@ -43,6 +46,8 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", default=None,
                    help="where --sequence caches its matches (default: $SEQACE_CACHE_DIR, else "
                         "$XDG_CACHE_HOME/seqace_ros, else ~/.cache/seqace_ros; never the dataset)")
+    g.add_argument("--matcher", choices=list(MATCHERS), default=None,
+                   help="frame-keyframe matcher of --sequence (default mnn; lighterglue needs kornia)")
     g.add_argument("--sequence-targets", choices=["keypoint", "transfer"],
                    help="with --sequence: matched samples keep their target and the keyframe match "
                         "is shifted by the same offset (transfer, the default) or get the exact "
@@ -59,10 +64,14 @@ def mapping_config_from_args(args):
         "num_threads": args.threads, "backend": args.backend}.items() if v is not None}
     if args.no_augment:
         over["augment"] = False
+    if getattr(args, "keyframes", None) is not None:
+        over["keyframes"] = args.keyframes
     if args.sequence:
         over["sequence"] = True
     if getattr(args, "sequence_targets", None):
         over["sequence_targets"] = args.sequence_targets
+    if getattr(args, "matcher", None):
+        over["matching"] = replace(profile(args.profile).matching, matcher=args.matcher)
     return profile(args.profile, **over)
 
 
@@ -79,6 +88,8 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-precision", default="auto", choices=HEAD_PRECISIONS,
                    help="precision of the head: auto (bf16 where the CPU has it), fp32, bf16, fp16, or int8 "
                         "(OpenVINO backend, needs nncf; faster, see benchmarks/README.md for its accuracy)")
+    g.add_argument("--refine", action=argparse.BooleanOptionalAction, default=RelocConfig.refine,
+                   help="refine each pose against the map's keyframes (maps made with --keyframes)")
     g.add_argument("--reloc-backend", default="auto", choices=BACKENDS,
                    help="inference backend of the encoder and the head; auto: OpenVINO on a CPU where "
                         "installed, else torch")
@@ -90,7 +101,7 @@ def reloc_config_from_args(args):
                       image_height=getattr(args, "image_height", None))
     if args.min_inliers is not None:
         cfg = replace(cfg, min_inliers=args.min_inliers)
-    cfg = replace(cfg, backend=getattr(args, "reloc_backend", "auto"))
+    cfg = replace(cfg, backend=getattr(args, "reloc_backend", "auto"), refine=getattr(args, "refine", True))
     if getattr(args, "threads", None):
         cfg = replace(cfg, ransac_threads=args.threads, threads=args.threads)
     return cfg.validate()
@@ -121,13 +132,10 @@ def cmd_map(args) -> int:
         t0 = time.perf_counter()
         scene_map = train_map(frames, config, progress=not args.quiet)
     else:
-        try:
-            from .data import ros_bag
-        except ImportError as exc:
-            raise SystemExit(f"{src} is not a DSAC*/ACE scene folder (no {src}/train), and the bag "
-                             f"reader is unavailable: {exc}")
+        from .bag_mapping import build_map_from_bag_args
+
         t0 = time.perf_counter()
-        scene_map = ros_bag.build_map_from_bag_args(args, config)
+        scene_map = build_map_from_bag_args(args, config)
     out = Path(args.out)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun only rank 0 writes the map
@@ -196,11 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("source", help="scene folder (with train/) or a ROS 2 bag")
     m.add_argument("--out", required=True, help="map file to write (.safetensors)")
     _add_mapping_args(m)
-    try:
-        from .data.ros_bag import add_bag_arguments
-        add_bag_arguments(m)
-    except ImportError:
-        pass
+    add_bag_arguments(m)
     m.set_defaults(func=cmd_map)
 
     e = sub.add_parser("evaluate", help="localize every image of SCENE/test and report accuracy")
@@ -212,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="only the first N test frames")
     _add_reloc_args(e)
     e.set_defaults(func=cmd_evaluate)
+
+    k = sub.add_parser("keyframes", help="add refinement keyframes to a map made without them (no retraining)")
+    k.add_argument("map")
+    k.add_argument("source", help="the scene folder (with train/) the map was made from")
+    k.add_argument("--out", help="map file to write (default: replace MAP, atomically)")
+    k.add_argument("--stride", type=int, default=None, help="every N-th mapping frame is a keyframe "
+                   "(default: the mapping default)")
+    k.set_defaults(func=cmd_keyframes)
 
     i = sub.add_parser("info", help="print a map file's metadata")
     i.add_argument("map")
@@ -229,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reloc_args(d)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_keyframes(args) -> int:
+    from .data.scene_folder import load_split
+    from .mapfile import load_map
+    from .mapping import MappingConfig
+    from .mapping.trainer import add_keyframes
+
+    scene_map = load_map(args.map)
+    stride = args.stride or MappingConfig.keyframe_stride
+    if stride < 1:
+        raise ValueError(f"--stride {stride} < 1")
+    add_keyframes(scene_map, load_split(args.source, "train"), stride, progress=not args.quiet)
+    if not scene_map.keyframes:
+        print("seqace keyframes: no keyframe could be built; the map is unchanged", file=sys.stderr)
+        return 1
+    out = scene_map.save(args.out or args.map)
+    info = scene_map.metadata["keyframes"]
+    print(f"{out}: {info['keyframes']} keyframes, {info['points']} points, {info['bytes'] / 1e6:.1f} MB "
+          f"of refinement data, built in {info['seconds']:.0f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ RECALL_THRESHOLDS: dict[str, tuple[float, float]] = {
     "1cm_1deg": (0.01, 1.0),
 }
 # sequence_overhead: what sequence mode adds per frame on top of the single-frame work
-TIMING_STAGES = ("encoder", "head", "ransac", "sequence_overhead", "total")
+TIMING_STAGES = ("encoder", "head", "ransac", "refine", "sequence_overhead", "total")
 
 
 @dataclass
@@ -34,6 +34,7 @@ class FrameResult:
     num_inliers: int = 0
     timing_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # why there is no pose (unreadable image, lost, ...)
+    refined: bool | None = None  # keyframe refinement: its pose was used (None: it did not run)
 
     @property
     def errors(self) -> tuple[float, float]:
@@ -70,6 +71,7 @@ def summarize(results: list[FrameResult], **extra) -> dict:
         "failed_to_read": int(sum(r.error is not None and r.error.startswith("unreadable")
                                   for r in results)),
         "unusable": int(sum(r.error is not None and r.error.startswith("unusable") for r in results)),
+        "refined": int(sum(bool(r.refined) for r in results)),
         "recall": recall,
         "median_translation_cm": None if t_med is None else t_med * 100.0,
         "median_rotation_deg": r_med,
@@ -205,7 +207,8 @@ def localize_frames(localize, frames, progress: bool = True, desc: str = "locali
             continue
         results.append(FrameResult(f.name, f.pose_c2w, r.pose_c2w if r.localized else None,
                                    r.num_inliers, dict(r.timing_ms),
-                                   error=None if r.localized else f"lost: {r.message}"))
+                                   error=None if r.localized else f"lost: {r.message}",
+                                   refined=None if r.refinement is None else bool(r.refinement.accepted)))
     return results
 
 
@@ -213,7 +216,7 @@ def with_sequence_resets(localizer, frames):
     """``localizer.localize`` that first resets the localizer where a new recording starts, seen
     from a jump in the frame numbering (e.g. redkitchen's blocks of 50): nothing may leak across a
     boundary. Ground-truth poses are not used for this: that would leak the answer."""
-    from .relocalization.sequence_boundaries import sequence_starts
+    from .sequence_boundaries import sequence_starts
 
     starts = sequence_starts([f.name for f in frames])
     state = {"i": 0}

@@ -151,3 +151,61 @@ def shapes_problem(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, s
             return (f"{calibration_key} has shape {list(shape)}, expected (N <= {MAX_CALIBRATION_ROWS}, "
                     f"{head['in_dim']})")
     return None
+
+
+# Refinement keyframes (refinement/keyframe_tracking.py): flat arrays under this prefix.
+KEYFRAME_PREFIX = "keyframes."
+KEYFRAME_RANKS = {"jpeg": 1, "jpeg_offsets": 1, "poses": 3, "intrinsics": 3, "xy": 2, "points": 2,
+                  "point_offsets": 1}
+MAX_KEYFRAMES = 100_000
+MAX_KEYFRAME_BYTES = 1 << 30
+
+
+def keyframes_shapes_problem(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str]) -> str | None:
+    """Why the keyframe tensors' header (shapes, dtypes) cannot be a set of keyframes; None if the
+    map has none or they look right. Checked before any tensor is read."""
+    names = {k[len(KEYFRAME_PREFIX):] for k in shapes if k.startswith(KEYFRAME_PREFIX)}
+    if not names:
+        return None
+    if names != set(KEYFRAME_RANKS):
+        return (f"keyframe tensors incomplete or unknown: missing {sorted(set(KEYFRAME_RANKS) - names)}, "
+                f"unexpected {sorted(names - set(KEYFRAME_RANKS))}")
+    s = {n: tuple(shapes[KEYFRAME_PREFIX + n]) for n in names}
+    for n, rank in KEYFRAME_RANKS.items():
+        if len(s[n]) != rank:
+            return f"{KEYFRAME_PREFIX}{n} has shape {list(s[n])}, expected {rank} dimensions"
+    count = s["poses"][0]
+    if count > MAX_KEYFRAMES or s["poses"][1:] != (4, 4) or s["intrinsics"] != (count, 3, 3):
+        return f"keyframe poses {list(s['poses'])} / intrinsics {list(s['intrinsics'])} do not describe <= {MAX_KEYFRAMES} cameras"
+    if s["jpeg_offsets"] != (count + 1,) or s["point_offsets"] != (count + 1,):
+        return "keyframe offsets do not match the number of keyframes"
+    if s["jpeg"][0] > MAX_KEYFRAME_BYTES or dtypes[KEYFRAME_PREFIX + "jpeg"] != "U8":
+        return f"keyframe images: {s['jpeg'][0]} bytes of {dtypes[KEYFRAME_PREFIX + 'jpeg']}, expected <= {MAX_KEYFRAME_BYTES} bytes of U8"
+    if s["xy"][1:] != (2,) or s["points"] != (s["xy"][0], 3) or s["xy"][0] > MAX_SCENE_POINTS:
+        return f"keyframe points {list(s['points'])} / pixels {list(s['xy'])} do not match"
+    for n in ("poses", "intrinsics", "xy", "points"):
+        if dtypes[KEYFRAME_PREFIX + n] not in ("F16", "BF16", "F32", "F64"):
+            return f"{KEYFRAME_PREFIX}{n} has dtype {dtypes[KEYFRAME_PREFIX + n]}, expected floating point"
+    for n in ("jpeg_offsets", "point_offsets"):
+        if dtypes[KEYFRAME_PREFIX + n] not in ("I32", "I64"):
+            return f"{KEYFRAME_PREFIX}{n} has dtype {dtypes[KEYFRAME_PREFIX + n]}, expected integer"
+    return None
+
+
+def keyframes_content_problem(arrays: Mapping) -> str | None:
+    """Why the keyframe arrays (numpy, names without the prefix) cannot be used: offsets that do
+    not partition the data, non-finite poses or points, or a K that is not a camera."""
+    import numpy as np
+
+    for n, total in (("jpeg_offsets", len(arrays["jpeg"])), ("point_offsets", len(arrays["xy"]))):
+        off = np.asarray(arrays[n])
+        if len(off) == 0 or off[0] != 0 or off[-1] != total or np.any(np.diff(off) < 0):
+            return f"{KEYFRAME_PREFIX}{n} does not partition its {total} entries"
+    for n in ("poses", "intrinsics", "xy", "points"):
+        a = np.asarray(arrays[n], np.float64)
+        if not np.isfinite(a).all() or (a.size and np.abs(a).max() > MAX_COORDINATE):
+            return f"{KEYFRAME_PREFIX}{n} has NaN, inf or values beyond {MAX_COORDINATE:g}"
+    K = np.asarray(arrays["intrinsics"], np.float64)
+    if len(K) and (np.any(K[:, 0, 0] <= 0) or np.any(K[:, 1, 1] <= 0)):
+        return "a keyframe's intrinsics have a non-positive focal length"
+    return None

@@ -21,7 +21,8 @@ import torch
 
 from .errors import SeqaceError
 from .head import SceneHead
-from .map_validation import metadata_problem, shapes_problem
+from .map_validation import (KEYFRAME_PREFIX, keyframes_content_problem, keyframes_shapes_problem,
+                             metadata_problem, shapes_problem)
 
 FORMAT_NAME = "seqace_ros.map"
 FORMAT_VERSION = 1
@@ -43,6 +44,9 @@ class SceneMap:
     metadata: dict = field(default_factory=dict)
     scene_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
     calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, 64), np.float16))
+    # Refinement keyframes (refinement/keyframe_tracking.py) as flat arrays, names without the
+    # "keyframes." prefix; empty for maps made without them.
+    keyframes: dict = field(default_factory=dict)
 
     @property
     def encoder_name(self) -> str:
@@ -80,6 +84,8 @@ def save_map(scene_map: SceneMap, path: str | Path) -> Path:
     tensors[POINTS_KEY] = torch.from_numpy(np.ascontiguousarray(scene_map.scene_points, np.float32))
     if len(scene_map.calibration):
         tensors[CALIBRATION_KEY] = torch.from_numpy(np.ascontiguousarray(scene_map.calibration, np.float16))
+    for name, array in scene_map.keyframes.items():
+        tensors[KEYFRAME_PREFIX + name] = torch.from_numpy(np.ascontiguousarray(array))
     meta = dict(scene_map.metadata)
     meta.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                  "head": scene_map.head.config()})
@@ -212,7 +218,8 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
             dtypes = {k: str(f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise MapFileError(f"{path} is truncated or corrupt ({exc}); rebuild it with `seqace map`") from exc
-    problem = shapes_problem(shapes, dtypes, cfg, POINTS_KEY, CALIBRATION_KEY)
+    problem = (shapes_problem(shapes, dtypes, cfg, POINTS_KEY, CALIBRATION_KEY)
+               or keyframes_shapes_problem(shapes, dtypes))
     if problem is not None:
         raise MapFileError(f"{path}: {problem}; rebuild it with `seqace map`")
     try:
@@ -233,5 +240,11 @@ def load_map(path: str | Path, expect_encoder: dict | None = None,
         raise MapFileError(f"{path}: head weights do not match the metadata ({exc})") from exc
     points = tensors.get(POINTS_KEY, torch.zeros((0, 3))).float().numpy()
     calibration = tensors.get(CALIBRATION_KEY, torch.zeros((0, head.in_dim))).to(torch.float16).numpy()
+    keyframes = {k[len(KEYFRAME_PREFIX):]: v.numpy() for k, v in tensors.items() if k.startswith(KEYFRAME_PREFIX)}
+    if keyframes:
+        problem = keyframes_content_problem(keyframes)
+        if problem is not None:
+            raise MapFileError(f"{path}: {problem}; rebuild it with `seqace map`")
     head.eval().requires_grad_(False).to(device)
-    return SceneMap(head=head, metadata=meta, scene_points=points, calibration=calibration)
+    return SceneMap(head=head, metadata=meta, scene_points=points, calibration=calibration,
+                    keyframes=keyframes)

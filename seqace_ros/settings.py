@@ -16,6 +16,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The head may also run in int8 (OpenVINO backend, calibrated on the map's calibration features).
 HEAD_PRECISIONS = PRECISIONS + ("int8",)
 
+# Frame-keyframe matchers of the cross-frame loss (mapping.config.MatchingConfig).
+MATCHERS = ("mnn", "lighterglue")
+
 # Below this the stride-8 grid has too few cells for RANSAC to work with.
 MIN_IMAGE_HEIGHT = 96
 
@@ -59,6 +62,9 @@ class RelocConfig:
     # seconds of encoder work.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_image_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    # Refine each pose by tracking the map's keyframe patches into the image (maps made with
+    # keyframes; refinement/keyframe_tracking.py). Off, or a map without keyframes: the regressed pose.
+    refine: bool = True
     extra: dict = field(default_factory=dict)
 
     @property

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from seqace_ros.refinement.sparse_features import LocalFeatures
+
+
+@dataclass
+class LocalFeatures:
+    keypoints: np.ndarray  # (N, 2) float32, pixels of the input image (OpenCV convention: centre of pixel i is i)
+    descriptors: np.ndarray  # (N, D) float32 (or float16 in storage), unit L2 norm
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
 
 FEATURE_TYPES = ("sift", "xfeat")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import poselib
 
-from seqace_ros.refinement.descriptor_matching import match_descriptors
 
+from .descriptor_matching import match_descriptors
 from .features import LocalFeatures, make_extractor
 from .reconstruction import Reconstruction
 from .retrieval import top_k_images, vlad

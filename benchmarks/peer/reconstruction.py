@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from seqace_ros.refinement.point_map import StructureSettings, structure_from_known_poses
 from seqace_ros.refinement.triangulation import TriangulationSettings
 
 from .features import LocalFeatures, make_extractor
+from .structure import StructureSettings, structure_from_known_poses
 from .retrieval import train_vocabulary, vlad
 
 FORMAT_VERSION = 1

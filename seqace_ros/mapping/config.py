@@ -5,8 +5,81 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..errors import SeqaceError
 from ..inference import BACKENDS
-from ..settings import PRECISIONS
+from ..sequence_boundaries import BoundaryConfig
+from ..settings import MATCHERS, PRECISIONS
+
+MATCHING_RANSAC = ("magsac", "ransac")
+
+
+class MatchingError(SeqaceError, ValueError):
+    """Unusable input to the matcher; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """Settings of the frame-keyframe matcher. All but ``use_cache`` and ``device`` are part of the
+    cache key."""
+
+    matcher: str = "mnn"  # "mnn" (mutual nearest neighbour) or "lighterglue"
+    max_keypoints: int = 1000  # per image, best XFeat scores first (SeqACE: 1000 SuperPoint points)
+    detection_threshold: float = 0.05  # XFeat keypoint heatmap threshold
+    min_cosine: float = 0.0  # mnn: drop mutual pairs less similar than this (-1 keeps all)
+    lighterglue_min_confidence: float = 0.1
+    subpixel: bool = True  # refine keypoints on the heatmap (about 0.15 px better repeatability)
+    max_image_side: int = 1024  # larger images are downscaled for detection; positions are not
+    ransac: str = "magsac"  # "magsac" (cv2.USAC_MAGSAC) or "ransac" (cv2.FM_RANSAC)
+    ransac_threshold_px: float = 1.5
+    ransac_confidence: float = 0.999
+    min_inliers: int = 100  # a frame-keyframe pair with fewer (or equal) inliers is a failure
+    # Of the keyframe's keypoints; fewer inliers -> new keyframe. SeqACE uses 0.5 with SuperPoint +
+    # LightGlue; XFeat + MNN keeps only ~60-65% of 1000 keypoints even between adjacent frames, so
+    # 0.5 made every 3rd-4th redkitchen frame a keyframe (143 of 500, median baseline 2 frames);
+    # 0.4 gives 43 keyframes, a median baseline of 7 frames and ~470 matches per frame.
+    min_inlier_fraction: float = 0.4
+    max_mean_displacement: float = 0.15  # of min(H, W); larger -> new keyframe
+    # A frame that becomes a keyframe because its overlap got small still has good matches to the
+    # previous keyframe; SeqACE drops them, keeping them links consecutive keyframes.
+    keep_keyframe_matches: bool = True
+    boundaries: BoundaryConfig = field(default_factory=BoundaryConfig)
+    use_pose_boundaries: bool = True  # also cut where the known poses jump
+    use_cache: bool = True
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self) -> None:
+        if self.matcher not in MATCHERS:
+            raise MatchingError(f"MatchingConfig.matcher={self.matcher!r}; choose one of {MATCHERS}")
+        if self.ransac not in MATCHING_RANSAC:
+            raise MatchingError(f"MatchingConfig.ransac={self.ransac!r}; choose one of {MATCHING_RANSAC}")
+        if self.max_keypoints < 8:
+            raise MatchingError(f"MatchingConfig.max_keypoints={self.max_keypoints}: need at least 8 "
+                                "for a fundamental matrix")
+        for name in ("ransac_threshold_px", "max_mean_displacement", "detection_threshold",
+                     "max_image_side"):
+            if not getattr(self, name) > 0:
+                raise MatchingError(f"MatchingConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.ransac_confidence < 1:
+            raise MatchingError(f"MatchingConfig.ransac_confidence must be in (0, 1), got "
+                                f"{self.ransac_confidence}")
+        if not 0 <= self.min_inlier_fraction <= 1:
+            raise MatchingError(f"MatchingConfig.min_inlier_fraction must be in [0, 1], got "
+                                f"{self.min_inlier_fraction}")
+        if self.min_inliers < 7:
+            raise MatchingError(f"MatchingConfig.min_inliers={self.min_inliers}: a fundamental matrix "
+                                "needs at least 7; SeqACE uses 100")
+
+    def cache_settings(self) -> dict:
+        """The settings that change the result (the cache key's part)."""
+        d = asdict(self)
+        d.pop("use_cache")
+        d.pop("device")
+        if not self.use_pose_boundaries:
+            d["boundaries"].pop("translation_m")
+            d["boundaries"].pop("rotation_deg")
+            d["boundaries"].pop("pose_step_factor")
+        return d
+
 
 
 @dataclass
@@ -68,6 +141,13 @@ class MappingConfig:
     num_threads: int | None = None  # torch threads; None = leave as is
     seed: int = 2089
     map_points: int = 20000  # scene points stored in the map for visualisation
+    # Refinement keyframes (refinement/keyframe_tracking.py): every keyframe_stride-th mapping frame
+    # with its corners tracked into its neighbours and triangulated with the known poses.
+    # Frame-keyframe matching for the cross-frame loss (sequence=True); its device "auto" follows
+    # the mapping device.
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    keyframes: bool = True
+    keyframe_stride: int = 3  # 5: a smaller map, slightly less precise (benchmarks/README.md)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -79,6 +159,12 @@ class MappingConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown mapping settings: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if isinstance(d.get("matching"), dict):  # as to_dict wrote it
+            m = dict(d["matching"])
+            if isinstance(m.get("boundaries"), dict):
+                m["boundaries"] = BoundaryConfig(**m["boundaries"])
+            d["matching"] = MatchingConfig(**m)
         return cls(**d)
 
     def validate(self) -> "MappingConfig":
@@ -87,6 +173,8 @@ class MappingConfig:
             problems.append(f"head_width {self.head_width} < 16")
         if self.iterations < 1:
             problems.append(f"iterations {self.iterations} < 1")
+        if self.keyframe_stride < 1:
+            problems.append(f"keyframe_stride {self.keyframe_stride} < 1")
         if self.batch_size < 16:
             problems.append(f"batch_size {self.batch_size} < 16")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:

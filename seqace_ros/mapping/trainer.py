@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -92,8 +93,8 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     other ranks return the same trained head).
 
     With ``config.sequence`` the frames must be in recording order; ``matches`` (a list of
-    matching.FrameMatches) skips the matcher, ``matching_config`` (matching.MatchingConfig)
-    overrides its defaults. Without ``config.sequence`` both are ignored and nothing is matched.
+    matching.FrameMatches) skips the matcher, ``matching_config`` (MatchingConfig) replaces
+    ``config.matching``. Without ``config.sequence`` both are ignored and nothing is matched.
     """
     config = (config or MappingConfig()).validate()
     if not frames:
@@ -120,9 +121,10 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if config.sequence:
         t0 = time.perf_counter()
         if matches is None:
-            from .matching import MatchingConfig
-            matches = _sequence_matches(frames, matching_config or MatchingConfig(device=str(device)),
-                                        progress and rank == 0, rank, world)
+            matching = matching_config or config.matching
+            if matching.device == "auto":  # the mapping's device
+                matching = replace(matching, device=str(device))
+            matches = _sequence_matches(frames, matching, progress and rank == 0, rank, world)
         match_seconds = time.perf_counter() - t0
         match_summary = _summarize(matches)
         links = frame_links(matches)
@@ -179,8 +181,32 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if kf_history:
         log.info("cross-frame term: loss %.2f over the %.0f%% matched samples (last window); "
                  "matching %.1f s", kf_history[-1][1], 100 * kf_history[-1][2], match_seconds)
-    return SceneMap(head=head, metadata=meta, scene_points=points,
-                    calibration=_calibration_features(buf, config))
+    scene_map = SceneMap(head=head, metadata=meta, scene_points=points,
+                         calibration=_calibration_features(buf, config))
+    if config.keyframes:
+        add_keyframes(scene_map, frames, config.keyframe_stride, progress and rank == 0)
+        if scene_map.keyframes:  # part of making the map
+            meta["training"]["seconds"]["keyframes"] = scene_map.metadata["keyframes"]["seconds"]
+            meta["training"]["seconds"]["total"] += scene_map.metadata["keyframes"]["seconds"]
+    return scene_map
+
+
+def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progress: bool = True) -> SceneMap:
+    """Give ``scene_map`` the refinement keyframes of the posed mapping ``frames`` (in place)."""
+    from ..refinement.keyframe_tracking import KeyframeSettings, build_keyframes, keyframes_to_arrays
+
+    settings = KeyframeSettings(stride=stride)
+    keyframes, stats = build_keyframes(frames, settings, progress)
+    if not keyframes:
+        log.warning("no refinement keyframes: no corner could be tracked and triangulated "
+                    "(%d mapping frames); poses will not be refined", len(frames))
+        return scene_map
+    scene_map.keyframes = keyframes_to_arrays(keyframes, settings.jpeg_quality)
+    stats["bytes"] = int(sum(a.nbytes for a in scene_map.keyframes.values()))
+    scene_map.metadata["keyframes"] = stats
+    log.info("refinement: %d keyframes, %d points, %.1f MB, %.1f s", stats["keyframes"], stats["points"],
+             stats["bytes"] / 1e6, stats["seconds"])
+    return scene_map
 
 
 class NonFiniteLoss(SeqaceError, ArithmeticError):

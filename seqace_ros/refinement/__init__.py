@@ -1,8 +1,7 @@
-"""Pose refinement against triangulated map points (issue 11's refinement stage, in progress).
+"""Pose refinement after scene coordinate regression (issue 11).
 
-- ``known_poses``, ``descriptor_matching``, ``tracks``, ``triangulation``: structure from KNOWN
-  camera poses, shared with the structure-based peer in benchmarks/.
-- ``sparse_features``: keypoints and descriptors from the encoder's dense outputs.
-- ``point_map``: the refinement map (points + descriptors) built from the mapping frames.
-- ``refiner``: guided matching of a query against the map under the regressed pose, then RANSAC.
+- ``keyframe_tracking``: the map's keyframes (corners tracked into nearby mapping frames and
+  triangulated with the known poses) and the query-time refinement that tracks them into the image.
+- ``known_poses``, ``triangulation``: geometry from KNOWN camera poses, shared with the
+  structure-based peer in benchmarks/.
 """

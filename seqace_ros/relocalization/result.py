@@ -32,6 +32,7 @@ class RelocResult:
     timing_ms: dict[str, float] = field(default_factory=dict)  # encoder, head, ransac, total
     message: str = ""  # why lost, or which path produced the pose (e.g. "dense fallback"), for people
     decision: object | None = None  # sequence mode: its SequenceDecision (which path, from how many frames)
+    refinement: object | None = None  # the keyframe refinement's outcome (TrackedRefinement), when it ran
 
     @property
     def localized(self) -> bool:

@@ -196,12 +196,19 @@ class SequenceRelocalizer:
         self.single_frame_localize = single_frame_localize
         self.config = config
         self._describe_single = None
+        # Refines the pose this mode decides on (``around`` sets it when the map has keyframes).
+        self.refine_pose = None  # callable(result, image, K, timing) or None
         self._state = _State()
 
     @classmethod
     def around(cls, relocalizer, config: SequenceConfig = SequenceConfig()) -> "SequenceRelocalizer":
         """Sequence mode over a single-frame relocalizer, which also describes it."""
-        seq = cls(relocalizer.localize, config)
+        if getattr(relocalizer, "refiner", None) is not None:
+            # Refine once, the pose this mode decides on, not also each single-frame pose.
+            seq = cls(lambda image, K: relocalizer.localize(image, K, refine=False), config)
+            seq.refine_pose = relocalizer.refine
+        else:
+            seq = cls(relocalizer.localize, config)
         seq._describe_single = relocalizer.describe
         return seq
 
@@ -279,6 +286,11 @@ class SequenceRelocalizer:
                   else 0 if path is SequencePath.LOST else 1)
         result.decision = SequenceDecision(path, frames, len(tracked), st.disagreements)
         t_multi = time.perf_counter() - t0
+        refine_ms = {}
+        if self.refine_pose is not None and result.localized:
+            self.refine_pose(result, image, K, refine_ms)
+        elif path in (SequencePath.SINGLE, SequencePath.RESTART):
+            result.refinement = obs.refinement  # refined (or not) by the single-frame localizer
 
         t0 = time.perf_counter()
         self._update(result, path, obs, est, tracked, K, small, stamp, gray.shape)
@@ -286,6 +298,8 @@ class SequenceRelocalizer:
 
         total = time.perf_counter() - t_start
         timing = {k: v for k, v in obs.timing_ms.items() if k != "total"}
+        if refine_ms:
+            timing["refine"] = timing.get("refine", 0.0) + refine_ms["refine"]
         timing.update(single_frame=1000 * t_single, tracking=1000 * t_track,
                       motion=1000 * t_motion, multi_frame=1000 * t_multi, update=1000 * t_update,
                       sequence_overhead=1000 * (total - t_single), total=1000 * total)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device
+from ..encoder import PIXEL_CENTER_OFFSET, build_encoder, resolve_device, to_gray
 from ..head import HeadTrunk
 from ..inference import compile_model, convert, quantize_int8
 from ..input_bounds import array_problem, intrinsics_problem
@@ -65,6 +65,16 @@ class Relocalizer:
             self._trunk = compile_model(model, "bf16" if self.amp == torch.bfloat16 else "fp32",
                                         self.config.threads or torch.get_num_threads())
         self.use_keypoints = scene_map.metadata.get("targets", "keypoint") == "keypoint"
+        self.refiner = None
+        if self.config.refine and scene_map.keyframes:
+            from ..mapfile import MapFileError
+            from ..refinement.keyframe_tracking import KeyframeRefiner, keyframes_from_arrays
+            try:
+                keyframes = keyframes_from_arrays(scene_map.keyframes)
+            except ValueError as exc:
+                raise MapFileError(f"{exc}; rebuild the map with `seqace map`, or turn refinement off") from exc
+            if keyframes:
+                self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac_threads)
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
 
@@ -94,9 +104,11 @@ class Relocalizer:
 
     @torch.no_grad()
     def localize(self, image: np.ndarray, K: np.ndarray, *, stamp: float | None = None,
-                 relative_motion: np.ndarray | None = None) -> RelocResult:
+                 relative_motion: np.ndarray | None = None, refine: bool = True) -> RelocResult:
         """Pose of ``image`` (uint8 BGR or gray, any size) with intrinsics ``K`` (3x3, that size).
-        ``stamp`` and ``relative_motion`` are accepted for the Localizer interface and unused."""
+        ``stamp`` and ``relative_motion`` are accepted for the Localizer interface and unused.
+        ``refine=False`` skips the keyframe refinement for this call (sequence mode refines the
+        pose it decides on instead)."""
         problem = array_problem(image, self.config.limits)
         if problem is None:
             problem = intrinsics_problem(K, image.shape[1], image.shape[0])
@@ -119,9 +131,22 @@ class Relocalizer:
             dense.message = "dense fallback: " + dense.message
             if dense.localized or dense.num_inliers > result.num_inliers:
                 result = dense
+        if refine and result.localized and self.refiner is not None:
+            self.refine(result, image, K, timing)
         timing["total"] = (time.perf_counter() - t0) * 1000.0
         result.timing_ms = timing
         return result
+
+    def refine(self, result: RelocResult, image: np.ndarray, K: np.ndarray, timing: dict | None = None) -> None:
+        """Replace ``result``'s regressed pose by the keyframe-tracked one where that is trusted
+        (``result.refinement`` says what happened either way)."""
+        r = self.refiner.refine(to_gray(image), K, result.pose_c2w, seed=self.config.seed)
+        result.refinement = r
+        if timing is not None:
+            timing["refine"] = r.time_ms
+        if r.accepted:
+            result.pose_c2w, result.covariance = r.pose_c2w, r.covariance
+            result.message = (result.message + "; " if result.message else "") + r.message
 
     def _solve(self, enc, cells: torch.Tensor, K: np.ndarray, timing: dict) -> RelocResult:
         t0 = time.perf_counter()
@@ -168,4 +193,6 @@ class Relocalizer:
         return {"config": asdict(self.config), "device": str(self.device),
                 "precision": "int8" if self.config.precision == "int8" else str(self.amp or "fp32"),
                 "encoder": self.encoder.describe(),
-                "backend": "openvino" if self._trunk is not None else "torch"}
+                "backend": "openvino" if self._trunk is not None else "torch",
+                "refinement": (f"{len(self.refiner.keyframes)} keyframes" if self.refiner is not None
+                               else "off" if not self.config.refine else "the map has no keyframes")}

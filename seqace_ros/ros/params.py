@@ -83,6 +83,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("head_precision", _RELOC.precision, "Precision of the head: auto (bf16 where the CPU has it), "
               "fp32, bf16, fp16, or int8 (OpenVINO backend and nncf; faster, slightly less precise at 1 cm: "
               "benchmarks/README.md).", choices=HEAD_PRECISIONS, read_only=True),
+    ParamSpec("refine", _RELOC.refine, "Refine each pose by tracking the map's keyframes into the image "
+              "(maps made with keyframes, the default since they came); more precise, a few ms more per "
+              "frame (benchmarks/README.md, \"Keyframe refinement\").", read_only=True),
     ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),

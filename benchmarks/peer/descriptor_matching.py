@@ -2,7 +2,7 @@
 
 Descriptors have unit L2 norm, so the squared distance is 2 - 2 * dot product and one matrix
 product (torch, so it runs on the threads set with torch.set_num_threads) gives all distances.
-Used to match mapping frames for the refinement map, and by the structure-based peer.
+Used by the structure-based peer to match mapping frames and queries.
 The reductions run in numpy, whose row/column max kernels are several times faster than torch's
 topk / column argmax on CPU.
 """

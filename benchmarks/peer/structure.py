@@ -1,29 +1,24 @@
-"""The refinement map: 3D points triangulated from the mapping frames with their KNOWN poses.
+"""The peer's map: 3D points triangulated from the mapping frames with their KNOWN poses.
 
 Pairs of mapping frames are chosen by pose proximity, matched (mutual nearest neighbour + ratio
 test), verified against the fundamental matrix the two poses imply, chained into tracks and
-triangulated (multi-view DLT + robust Gauss-Newton). Each point keeps the mean of its
-observations' descriptors. The same structure step serves the structure-based peer in
-benchmarks/ (with its own features).
+triangulated (multi-view DLT + robust Gauss-Newton; seqace_ros.refinement.triangulation). Each
+point keeps the mean of its observations' descriptors.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from ..encoder import to_gray
+from seqace_ros.refinement.known_poses import epipolar_distance, fundamental_from_poses, select_pairs
+from seqace_ros.refinement.triangulation import TriangulationSettings, triangulate_tracks
+
 from .descriptor_matching import match_descriptors
-from .known_poses import epipolar_distance, fundamental_from_poses, select_pairs
-from .sparse_features import LocalFeatures, sparse_features
+from .features import LocalFeatures
 from .tracks import tracks_from_matches
-from .triangulation import TriangulationSettings, triangulate_tracks
-
-POINTS_KEY = "refine.points"
-DESCRIPTORS_KEY = "refine.descriptors"
 
 
 @dataclass
@@ -123,48 +118,3 @@ def structure_from_known_poses(feats: list[LocalFeatures], poses: np.ndarray, Ks
     return KnownPoseStructure(points, desc, obs_point.astype(np.int64),
                               node_image[obs_nodes].astype(np.int64),
                               all_xy[obs_nodes].astype(np.float32), stats)
-
-
-@dataclass
-class PointMap:
-    """What the map file keeps for refinement: points and their descriptors."""
-
-    points: np.ndarray  # (P, 3) float32, world
-    descriptors: np.ndarray  # (P, D) float16, unit norm
-    info: dict = field(default_factory=dict)  # settings and statistics (map metadata)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {POINTS_KEY: torch.from_numpy(np.ascontiguousarray(self.points, np.float32)),
-                DESCRIPTORS_KEY: torch.from_numpy(np.ascontiguousarray(self.descriptors, np.float16))}
-
-    @classmethod
-    def from_tensors(cls, tensors: dict, info: dict | None = None) -> "PointMap | None":
-        if POINTS_KEY not in tensors:
-            return None
-        return cls(tensors[POINTS_KEY].float().numpy(), tensors[DESCRIPTORS_KEY].to(torch.float16).numpy(),
-                   dict(info or {}))
-
-
-def build_point_map(frames, encoder, max_keypoints: int = 2048,
-                    settings: StructureSettings | None = None, progress: bool = True,
-                    subpixel_window: int = 0, detector: str = "xfeat") -> PointMap:
-    """Triangulate the mapping ``frames`` (posed SceneFrames) with the encoder's sparse features."""
-    from tqdm import tqdm
-
-    settings = settings or StructureSettings()
-    t0 = time.perf_counter()
-    feats, Ks = [], []
-    for f in tqdm(frames, desc="refinement: features", disable=not progress, leave=False):
-        img = f.load_image()
-        Ks.append(f.intrinsics(img.shape[1], img.shape[0]))
-        lf = sparse_features(encoder.encode(img), max_keypoints, gray=to_gray(img),
-                             subpixel_window=subpixel_window, detector=detector)
-        feats.append(LocalFeatures(lf.keypoints, lf.descriptors.astype(np.float16)))
-    t_feat = time.perf_counter() - t0
-    poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
-    structure = structure_from_known_poses(feats, poses, np.stack(Ks), settings, progress)
-    structure.stats["seconds"]["features"] = t_feat
-    structure.stats["seconds"]["total"] = time.perf_counter() - t0
-    info = {"max_keypoints": int(max_keypoints), "subpixel_window": int(subpixel_window),
-            "detector": detector, "settings": asdict(settings), "stats": structure.stats}
-    return PointMap(structure.points.astype(np.float32), structure.point_desc.astype(np.float16), info)

@@ -1,0 +1,170 @@
+"""Keyframe refinement (refinement/keyframe_tracking.py) on a small generated room with exact poses:
+the keyframes' points are where the images say, a perturbed pose is pulled back to the truth, the
+relocalizer refines by default and not when told, the map file keeps the keyframes, and damaged
+keyframe data is refused with a clear error instead of crashing the caller."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from seqace_ros.cli import build_parser, mapping_config_from_args, reloc_config_from_args
+from seqace_ros.data.scene_folder import load_split
+from seqace_ros.encoder import to_gray
+from seqace_ros.evaluation import localize_frames, summarize
+from seqace_ros.mapfile import MapFileError, load_map
+from seqace_ros.mapping import MappingConfig, train_map
+from seqace_ros.refinement.keyframe_tracking import (KeyframeRefiner, KeyframeSettings, build_keyframes,
+                                                     keyframes_from_arrays, keyframes_to_arrays, project)
+from seqace_ros.relocalization import RelocConfig, Relocalizer
+
+SMALL = dict(image_height=240, head_width=128, head_blocks=1, buffer_size=160_000,
+             samples_per_view=800, iterations=900, batch_size=1024)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    synthetic = pytest.importorskip("seqace_ros.data.synthetic")
+    root = tmp_path_factory.mktemp("scenes") / "room"
+    return synthetic.generate_scene(root, kind="room", mapping_frames=150, query_frames=40,
+                                    width=320, height=240, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def keyframes(room):
+    return build_keyframes(load_split(room, "train"), KeyframeSettings(stride=5), progress=False)
+
+
+@pytest.fixture(scope="module")
+def room_map(room, tmp_path_factory):
+    m = train_map(load_split(room, "train"), MappingConfig(**SMALL), progress=False)
+    return m.save(tmp_path_factory.mktemp("maps") / "room.safetensors")
+
+
+def _perturb(pose: np.ndarray, rng: np.random.Generator, cm: float, deg: float) -> np.ndarray:
+    out = pose.copy()
+    out[:3, 3] += rng.normal(0.0, cm / 100.0, 3)
+    out[:3, :3] = Rotation.from_rotvec(rng.normal(0.0, np.radians(deg), 3)).as_matrix() @ pose[:3, :3]
+    return out
+
+
+def test_keyframe_points_lie_where_every_mapping_view_sees_them(room, keyframes):
+    kfs, stats = keyframes
+    frames = load_split(room, "train")
+    assert stats["keyframes"] >= 20 and stats["points"] >= 20 * 40, stats
+    # Each point reprojects onto the pixel that defines it in its keyframe...
+    for kf in kfs:
+        uv, z = project(kf.points.astype(np.float64), kf.K, kf.pose_c2w)
+        assert np.all(z > 0)
+        assert np.median(np.linalg.norm(uv - kf.xy, axis=1)) < 0.5
+    # ...and onto the same surface patch in a mapping frame that is not a keyframe: track it there
+    # from the projection with LK and it stays within a pixel.
+    from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking, track_patches
+
+    kf, other = kfs[4], frames[4 * 5 + 2]
+    img = to_gray(other.load_image())
+    K = other.intrinsics(img.shape[1], img.shape[0])
+    uv, z = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
+    inside = (z > 0) & (uv[:, 0] > 10) & (uv[:, 1] > 10) & (uv[:, 0] < img.shape[1] - 10) & (uv[:, 1] < img.shape[0] - 10)
+    pos, ok = track_patches(normalize_for_tracking(kf.image), normalize_for_tracking(img), kf.xy[inside],
+                            uv[inside], 21, 2, 0.5)
+    assert ok.sum() >= 20
+    assert np.median(np.linalg.norm(pos[ok] - uv[inside][ok], axis=1)) < 0.5
+
+
+def test_a_perturbed_pose_is_pulled_back_to_the_truth(room, keyframes):
+    refiner = KeyframeRefiner(keyframes[0])
+    rng = np.random.default_rng(0)
+    start_err, end_err, accepted = [], [], 0
+    for f in load_split(room, "test"):
+        img = to_gray(f.load_image())
+        K = f.intrinsics(img.shape[1], img.shape[0])
+        gt = np.asarray(f.pose_c2w, np.float64)
+        start = _perturb(gt, rng, 0.7, 0.2)  # the size of a regressed pose's error
+        r = refiner.refine(img, K, start)
+        out = r.pose_c2w if r.accepted else start
+        accepted += r.accepted
+        start_err.append(np.linalg.norm(start[:3, 3] - gt[:3, 3]))
+        end_err.append(np.linalg.norm(out[:3, 3] - gt[:3, 3]))
+        if r.accepted:
+            assert r.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(r.covariance) > 0)
+    assert accepted >= 0.8 * len(end_err), f"refined {accepted}/{len(end_err)}"
+    assert np.median(end_err) < 0.25 * np.median(start_err), (np.median(start_err), np.median(end_err))
+    # A start far outside what the refinement may correct is kept, with the reason.
+    f = load_split(room, "test")[0]
+    img = to_gray(f.load_image())
+    far = np.asarray(f.pose_c2w, np.float64).copy()
+    far[:3, 3] += [0.6, 0.0, 0.0]
+    r = refiner.refine(img, f.intrinsics(img.shape[1], img.shape[0]), far)
+    assert not r.accepted and r.message
+
+
+def test_relocalizer_refines_by_default_and_not_when_told(room, room_map):
+    scene_map = load_map(room_map)
+    assert scene_map.keyframes, "train_map stores keyframes by default"
+    assert scene_map.metadata["keyframes"]["points"] > 0
+    test = load_split(room, "test")
+    on = Relocalizer(scene_map, RelocConfig(num_cells=500, min_inliers=30), device="cpu")
+    off = Relocalizer(scene_map, RelocConfig(num_cells=500, min_inliers=30, refine=False), device="cpu")
+    assert on.refiner is not None and off.refiner is None
+    assert "keyframes" in on.describe()["refinement"] and off.describe()["refinement"] == "off"
+    r_on = localize_frames(on.localize, test, progress=False)
+    r_off = localize_frames(off.localize, test, progress=False)
+    s_on, s_off = summarize(r_on), summarize(r_off)
+    assert s_on["refined"] >= 0.8 * s_on["localized"], s_on
+    assert s_off["refined"] == 0 and all(r.refined is None for r in r_off)
+    assert "refine" in s_on["timing_ms"]
+    assert s_on["median_translation_cm"] < 0.7 * s_off["median_translation_cm"], (s_on, s_off)
+    assert s_on["recall"]["10cm_5deg"] >= s_off["recall"]["10cm_5deg"]
+
+
+def test_command_line_switches_reach_the_settings():
+    p = build_parser()
+    args = p.parse_args(["evaluate", "scene", "--map", "m.safetensors", "--no-refine"])
+    assert reloc_config_from_args(args).refine is False
+    args = p.parse_args(["evaluate", "scene", "--map", "m.safetensors"])
+    assert reloc_config_from_args(args).refine is True
+    args = p.parse_args(["map", "scene", "--out", "m.safetensors", "--no-keyframes"])
+    assert mapping_config_from_args(args).keyframes is False
+    args = p.parse_args(["map", "scene", "--out", "m.safetensors"])
+    assert mapping_config_from_args(args).keyframes is True
+
+
+def test_keyframes_survive_the_map_file_and_damaged_ones_are_refused(room_map, tmp_path):
+    scene_map = load_map(room_map)
+    kfs = keyframes_from_arrays(scene_map.keyframes)
+    again = keyframes_from_arrays(keyframes_to_arrays(kfs))
+    assert len(again) == len(kfs)
+    assert np.array_equal(again[0].points, kfs[0].points) and again[0].image.shape == kfs[0].image.shape
+
+    def saved_with(**changes):
+        m = dataclasses.replace(scene_map, keyframes={**scene_map.keyframes, **changes})
+        return m.save(tmp_path / f"bad_{len(list(tmp_path.iterdir()))}.safetensors")
+
+    # Offsets that run past the data: refused when the map is loaded.
+    off = scene_map.keyframes["point_offsets"].copy()
+    off[-1] += 1000
+    with pytest.raises(MapFileError, match="point_offsets"):
+        load_map(saved_with(point_offsets=off))
+    # NaN points: refused when loaded.
+    pts = scene_map.keyframes["points"].copy()
+    pts[0, 0] = np.nan
+    with pytest.raises(MapFileError, match="NaN"):
+        load_map(saved_with(points=pts))
+    # A keyframe "image" whose JPEG header claims 60000 x 60000 pixels: refused before decoding.
+    jpeg = scene_map.keyframes["jpeg"].copy()
+    start, end = scene_map.keyframes["jpeg_offsets"][:2]
+    blob = bytes(jpeg[start:end])
+    sof = blob.find(b"\xff\xc0")
+    assert sof > 0
+    bomb = bytearray(blob)
+    bomb[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    jpeg[start:end] = np.frombuffer(bytes(bomb), np.uint8)
+    damaged = load_map(saved_with(jpeg=jpeg))
+    with pytest.raises(MapFileError, match="keyframe 0"):
+        Relocalizer(damaged, RelocConfig(num_cells=500), device="cpu")
+    # The same map still serves with refinement off.
+    Relocalizer(damaged, RelocConfig(num_cells=500, refine=False), device="cpu")
