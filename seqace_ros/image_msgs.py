@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ...errors import SeqaceError
-from ...input_bounds import DEFAULT_LIMITS, ImageLimits, compressed_size, size_problem
+from .errors import SeqaceError
+from .input_bounds import DEFAULT_LIMITS, ImageLimits, compressed_size, size_problem
 
 
 class ImageDecodeError(SeqaceError, ValueError):

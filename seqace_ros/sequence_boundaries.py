@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..geometry import pose_errors
+from .geometry import pose_errors
 
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import SeqaceError
-from ...geometry import invert_pose, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
+from .errors import SeqaceError
+from .geometry import invert_pose, matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix
 
 
 class TransformLookupError(SeqaceError, LookupError):

@@ -19,7 +19,7 @@ import torch
 from conftest import textured_image
 from ros_support.hostile_images import png_bomb
 from seqace_ros.cli import main as seqace_main
-from seqace_ros.data.ros_bag.images import ImageDecodeError, compressed_msg_to_bgr, image_msg_to_bgr
+from seqace_ros.image_msgs import ImageDecodeError, compressed_msg_to_bgr, image_msg_to_bgr
 from seqace_ros.data.scene_folder import SceneError, load_split, read_calibration
 from seqace_ros.input_bounds import ImageLimits, compressed_size, intrinsics_problem, size_problem
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import textured_image
 from seqace_ros.data.ros_bag import (BagError, ImageDecodeError, TransformBuffer, TransformLookupError,
                                      image_msg_to_bgr, read_bag_frames, write_scene_bag)
-from seqace_ros.data.ros_bag.images import compressed_msg_to_bgr, image_to_raw_fields
-from seqace_ros.data.ros_bag.tf_buffer import interpolate_pose
+from seqace_ros.image_msgs import compressed_msg_to_bgr, image_to_raw_fields
+from seqace_ros.transform_buffer import interpolate_pose
 from seqace_ros.data.scene_folder import SceneFrame
 from seqace_ros.geometry import pose_errors, rotvec_to_matrix
 
@@ -228,7 +228,7 @@ def test_build_map_command_helpers():
 
 @pytest.mark.slow
 def test_build_map_from_bag_trains_and_records_the_bag_summary(tmp_path):
-    from seqace_ros.data.ros_bag import build_map_from_bag
+    from seqace_ros.bag_mapping import build_map_from_bag
     from seqace_ros.mapfile import load_map
     from seqace_ros.mapping import MappingConfig
 

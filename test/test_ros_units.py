@@ -22,7 +22,7 @@ from seqace_ros.ros.engine import EngineError, EngineSettings, LocalizationEngin
 from seqace_ros.ros.frame_slot import LatestSlot
 from seqace_ros.ros.tf_math import (InitialPoseGate, StampSequencer, covariance_is_well_formed, map_to_odom,
                                     relative_motion)
-from seqace_ros.data.ros_bag.images import ImageDecodeError
+from seqace_ros.image_msgs import ImageDecodeError
 
 
 def _pose(rv, t):

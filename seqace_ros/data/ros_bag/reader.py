@@ -21,8 +21,8 @@ import numpy as np
 from ...errors import SeqaceError
 from ...geometry import project_to_so3, quaternion_xyzw_to_matrix
 from ..scene_folder import SceneFrame
-from .images import ImageDecodeError, camera_info_to_intrinsics, compressed_msg_to_bgr, image_msg_to_bgr
-from .tf_buffer import TransformBuffer, TransformLookupError
+from ...image_msgs import ImageDecodeError, camera_info_to_intrinsics, compressed_msg_to_bgr, image_msg_to_bgr
+from ...transform_buffer import TransformBuffer, TransformLookupError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
