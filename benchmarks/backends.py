@@ -79,7 +79,7 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
     # int8 is the head's alone; the encoder then runs in bf16 where the CPU has it.
     cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision,
                       encoder_precision="auto" if precision == "int8" else precision,
-                      threads=threads, ransac_threads=threads)
+                      ).with_threads(threads)
     reloc = Relocalizer(scene_map, cfg, device="cpu")
     cpu = []
 

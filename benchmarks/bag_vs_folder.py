@@ -35,7 +35,7 @@ def _evaluate(scene_map, scene: Path, threads: int, label: str) -> dict:
     from seqace_ros.evaluation import localize_frames, summarize
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
-    reloc = Relocalizer(scene_map, RelocConfig(ransac_threads=threads), device="cpu")
+    reloc = Relocalizer(scene_map, RelocConfig().with_threads(threads), device="cpu")
     results = localize_frames(reloc.localize, load_split(scene, "test"), desc=label)
     return summarize(results, method=label)
 

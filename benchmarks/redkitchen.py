@@ -75,8 +75,8 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
     for height, num_cells, ref in itertools.product(heights, cells, refine):
         # height None: the map's own image height (what it was trained at)
         at = f", H={height}" if height else ""
-        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
-                                                   image_height=height, refine=ref),
+        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, image_height=height,
+                                                   refine=ref).with_threads(threads),
                             device=device)
         at += ", refined" if reloc.refiner is not None else ", no refinement"
         results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}{at}")
@@ -88,9 +88,9 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
                            map_keyframe_bytes=int(sum(a.nbytes for a in scene_map.keyframes.values())))
         if fp32_frames:
             # CPUs without bf16 units: encoder and head in fp32.
-            r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, ransac_threads=threads,
-                                                     precision="fp32", encoder_precision="fp32",
-                                                     image_height=height, refine=ref),
+            r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, precision="fp32",
+                                                     encoder_precision="fp32", image_height=height,
+                                                     refine=ref).with_threads(threads),
                               device="cpu")
             s32 = summarize(localize_frames(r32.localize, test[:fp32_frames], desc="seqace fp32"))
             report["fp32"] = {"frames": min(fp32_frames, len(test)), "timing_ms": s32["timing_ms"],

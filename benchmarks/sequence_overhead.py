@@ -81,7 +81,7 @@ def main() -> None:
 
         from seqace_ros.relocalization import RelocConfig, Relocalizer
         torch.set_num_threads(args.threads)
-        reloc = Relocalizer.from_file(args.map, RelocConfig(ransac_threads=args.threads), device="cpu")
+        reloc = Relocalizer.from_file(args.map, RelocConfig().with_threads(args.threads), device="cpu")
         source = f"map {args.map.name}"
         singles = []
         for im, K in zip(images, Ks):

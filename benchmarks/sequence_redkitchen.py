@@ -129,7 +129,7 @@ def run_map(map_path: Path, scene: Path, args) -> dict:
         frames = frames[: args.limit]
     starts = sequence_starts([f.name for f in frames])  # names only: no ground truth at query time
     scene_map = load_map(map_path)
-    reloc = Relocalizer(scene_map, RelocConfig(num_cells=args.cells, ransac_threads=args.threads),
+    reloc = Relocalizer(scene_map, RelocConfig(num_cells=args.cells).with_threads(args.threads),
                         device=args.device)
     rows = []
 

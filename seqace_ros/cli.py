@@ -103,7 +103,7 @@ def reloc_config_from_args(args):
         cfg = replace(cfg, min_inliers=args.min_inliers)
     cfg = replace(cfg, backend=getattr(args, "reloc_backend", "auto"), refine=getattr(args, "refine", True))
     if getattr(args, "threads", None):
-        cfg = replace(cfg, ransac_threads=args.threads, threads=args.threads)
+        cfg = cfg.with_threads(args.threads)
     return cfg.validate()
 
 

@@ -229,8 +229,8 @@ class XFeatEncoder:
         net.fine_matcher = torch.nn.Identity()
         net.eval().requires_grad_(False).to(self.device)
         # auto: fp16 on CUDA; on a CPU bf16 where it has bf16 units, else fp32. bf16 features
-        # differ from fp32 ones by ~2% (median) and localized redkitchen at least as well as fp32 on a map
-        # trained with fp32 features (benchmarks/README.md), ~25% faster.
+        # localized redkitchen as well as fp32 on a map trained with fp32 features, and faster
+        # (benchmarks/README.md).
         self.half = self.device.type == "cuda" and precision in ("auto", "fp16")
         if self.half:
             net = net.half()

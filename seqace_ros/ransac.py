@@ -70,6 +70,21 @@ class RansacOptions:
     loss: Literal["huber", "cauchy", "trivial"] = "huber"
     loss_scale_px: float = 2.0
 
+    def problems(self) -> list[str]:
+        """What is wrong with these options (empty when nothing is), for the callers' validation."""
+        out = []
+        if not (self.inlier_threshold_px > 0 and self.refine_threshold_px > 0 and self.loss_scale_px > 0):
+            out.append("RANSAC thresholds and loss scale must be positive")
+        if self.scoring not in ("soft", "hard"):
+            out.append(f"RANSAC scoring {self.scoring!r} is not 'soft' or 'hard'")
+        if self.loss not in ("huber", "cauchy", "trivial"):
+            out.append(f"RANSAC loss {self.loss!r} is not huber, cauchy or trivial")
+        if self.max_iterations < 1 or self.min_iterations < 0:
+            out.append("RANSAC max_iterations must be >= 1 and min_iterations >= 0")
+        if self.num_threads < 1:
+            out.append(f"RANSAC num_threads {self.num_threads} < 1")
+        return out
+
     def to_native(self) -> object:
         """The bound C++ struct (raises ValueError for an unknown scoring or loss name)."""
         if not 0 <= int(self.seed) < 2**64:

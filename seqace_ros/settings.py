@@ -7,10 +7,11 @@ parameter table (its defaults and bounds), and through that table by config/relo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .inference import BACKENDS
 from .input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits
+from .ransac import RansacOptions
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The head may also run in int8 (OpenVINO backend, calibrated on the map's calibration features).
@@ -21,6 +22,13 @@ MATCHERS = ("mnn", "lighterglue")
 
 # Below this the stride-8 grid has too few cells for RANSAC to work with.
 MIN_IMAGE_HEIGHT = 96
+
+
+def _single_frame_ransac() -> RansacOptions:
+    # 10 px refinement, not SeqACE's 4: better recall at every threshold on redkitchen
+    # (benchmarks/README.md). Adaptive stopping ends far before max_iterations on good frames.
+    return RansacOptions(inlier_threshold_px=10.0, refine_threshold_px=10.0, max_iterations=1000,
+                         time_budget_ms=30.0, num_threads=2, scoring="soft", seed=0)
 
 
 @dataclass
@@ -36,15 +44,9 @@ class RelocConfig:
     # hence near-identical scene points, which a 10 px refinement can still "fit".
     min_distinct_points: int = 30  # inlier scene points distinct at 1 cm
     min_spread: float = 0.05  # inlier pixels' std in x and y, as a fraction of the image size
-    # RANSAC (native): thresholds in pixels of the input image
-    inlier_threshold_px: float = 10.0
-    # 10 px, not SeqACE's 4: better recall at every threshold on redkitchen (benchmarks/README.md).
-    refine_threshold_px: float = 10.0
-    max_iterations: int = 1000  # adaptive stopping ends far earlier on good frames
-    time_budget_ms: float = 30.0
-    ransac_threads: int = 2
-    scoring: str = "soft"
-    seed: int = 0
+    # The native RANSAC's options (thresholds in pixels of the input image); its min_inliers is
+    # set from min_inliers above at each call.
+    ransac: RansacOptions = field(default_factory=_single_frame_ransac)
     # Head precision: auto (bf16 where the CPU has it) | fp32 | bf16 | fp16 | int8 (OpenVINO backend;
     # maps made since int8 came carry the features it calibrates on).
     precision: str = "auto"
@@ -67,6 +69,10 @@ class RelocConfig:
     refine: bool = True
     extra: dict = field(default_factory=dict)
 
+    def with_threads(self, threads: int) -> "RelocConfig":
+        """The same settings on ``threads`` CPU threads (networks and RANSAC)."""
+        return replace(self, threads=threads, ransac=replace(self.ransac, num_threads=threads))
+
     @property
     def limits(self) -> ImageLimits:
         return ImageLimits(self.max_image_pixels, self.max_image_aspect_ratio)
@@ -77,10 +83,7 @@ class RelocConfig:
             problems.append(f"num_cells {self.num_cells} < 4")
         if self.min_inliers < 4:
             problems.append(f"min_inliers {self.min_inliers} < 4")
-        if self.inlier_threshold_px <= 0 or self.refine_threshold_px <= 0:
-            problems.append("RANSAC thresholds must be positive")
-        if self.scoring not in ("soft", "hard"):
-            problems.append(f"scoring {self.scoring!r} is not 'soft' or 'hard'")
+        problems += self.ransac.problems()
         if self.precision not in HEAD_PRECISIONS:
             problems.append(f"precision {self.precision!r} is not {'/'.join(HEAD_PRECISIONS)}")
         if self.encoder_precision not in PRECISIONS:

@@ -139,7 +139,7 @@ def relocalizer():
     enc = build_encoder("xfeat", device="cpu", image_height=96, optimize=False)  # no tracing: faster here
     torch.manual_seed(0)
     scene_map = SceneMap(head=SceneHead(in_dim=64, width=16, num_blocks=1), metadata={"encoder": enc.describe()})
-    return Relocalizer(scene_map, RelocConfig(ransac_threads=1), device="cpu", encoder=enc)
+    return Relocalizer(scene_map, RelocConfig().with_threads(1), device="cpu", encoder=enc)
 
 
 @pytest.mark.parametrize("image,pattern", [

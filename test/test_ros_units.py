@@ -20,6 +20,7 @@ from seqace_ros.ros.camera_model import CameraModel
 from seqace_ros.ros.diagnostics import ERROR, OK, WARN, NodeStats
 from seqace_ros.ros.engine import EngineError, EngineSettings, LocalizationEngine
 from seqace_ros.ros.frame_slot import LatestSlot
+from seqace_ros.ros.odometry import OdometryState
 from seqace_ros.ros.tf_math import (InitialPoseGate, StampSequencer, covariance_is_well_formed, map_to_odom,
                                     relative_motion)
 from seqace_ros.image_msgs import ImageDecodeError
@@ -225,3 +226,52 @@ def test_engine_refuses_missing_or_broken_map_files(tmp_path):
     with pytest.raises(EngineError, match="cannot load map"):
         engine.load(str(broken))
     assert not engine.ready
+
+
+# ------------------------------------------------------------------ odometry
+def test_odometry_frame_comes_from_the_parameter_or_the_first_accepted_message():
+    odom = OdometryState()
+    assert odom.frame("") is None and odom.frame("/odom") == "odom"
+    assert odom.message_problem("wheel_odom", "base", [0, 0, 0], [0, 0, 0, 1], "map", "") is None
+    odom.accepted("wheel_odom", "base", 5)
+    assert odom.frame("") == "wheel_odom"
+    # Later messages must use that frame (the parameter, when set, wins).
+    assert "first accepted message" in odom.message_problem("other", "base", [0, 0, 0], [0, 0, 0, 1], "map", "")
+    assert "odom_frame parameter" in odom.message_problem("wheel_odom", "base", [0, 0, 0], [0, 0, 0, 1],
+                                                          "map", "odom")
+    odom.reset()
+    assert odom.frame("") is None
+
+
+@pytest.mark.parametrize("frame, child, position, quat, why", [
+    ("", "base", [0, 0, 0], [0, 0, 0, 1], "distinct and non-empty"),
+    ("odom", "odom", [0, 0, 0], [0, 0, 0, 1], "distinct and non-empty"),
+    ("map", "base", [0, 0, 0], [0, 0, 0, 1], "map frame"),
+    ("odom", "map", [0, 0, 0], [0, 0, 0, 1], "map frame"),
+    ("odom", "base", [np.nan, 0, 0], [0, 0, 0, 1], "not finite"),
+    ("odom", "base", [0, 0, 0], [0, 0, 0, np.inf], "not finite"),
+    ("odom", "base", [0, 0, 0], [0, 0, 0, 2], "unit quaternion"),
+])
+def test_odometry_messages_that_cannot_be_used_are_refused_with_the_reason(frame, child, position, quat, why):
+    assert why in OdometryState().message_problem(frame, child, position, quat, "map", "")
+
+
+def test_odometry_motion_chains_images_and_breaks_where_odometry_is_missing():
+    odom = OdometryState()
+    T1, T2, T3 = _pose([0, 0, 0.1], [1, 0, 0]), _pose([0, 0, 0.2], [1.1, 0, 0]), _pose([0, 0, 0.3], [1.2, 0, 0])
+    assert odom.motion(T1) is None  # the first image has no predecessor
+    assert np.allclose(odom.motion(T2), relative_motion(T1, T2))
+    assert odom.motion(None) is None  # no odom -> camera for this image
+    assert odom.motion(T3) is None  # ...so the next has no predecessor either
+    odom.break_chain()  # a reset or a refused pose
+    assert odom.motion(T1) is None
+    assert np.allclose(odom.motion(T2), relative_motion(T1, T2))
+
+
+def test_odometry_summary_says_where_it_comes_from_and_how_old_it_is():
+    odom = OdometryState()
+    assert odom.summary("", "", 0) == "none"
+    assert odom.summary("/odom", "", 0) == "topic /odom: no message yet"
+    odom.accepted("odom", "base_link", 1_000_000_000)
+    assert odom.summary("/odom", "odom", 3_500_000_000) == ("topic /odom: odom -> base_link, last stamp 2.50 s old; "
+                                                          "TF odom -> camera")

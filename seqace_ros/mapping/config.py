@@ -34,9 +34,8 @@ class MatchingConfig:
     ransac_confidence: float = 0.999
     min_inliers: int = 100  # a frame-keyframe pair with fewer (or equal) inliers is a failure
     # Of the keyframe's keypoints; fewer inliers -> new keyframe. SeqACE uses 0.5 with SuperPoint +
-    # LightGlue; XFeat + MNN keeps only ~60-65% of 1000 keypoints even between adjacent frames, so
-    # 0.5 made every 3rd-4th redkitchen frame a keyframe (143 of 500, median baseline 2 frames);
-    # 0.4 gives 43 keyframes, a median baseline of 7 frames and ~470 matches per frame.
+    # LightGlue; XFeat + MNN keeps fewer matches even between adjacent frames, so 0.5 made keyframes
+    # of most redkitchen frames, two frames apart (benchmarks/README.md, "frame-keyframe matching").
     min_inlier_fraction: float = 0.4
     max_mean_displacement: float = 0.15  # of min(H, W); larger -> new keyframe
     # A frame that becomes a keyframe because its overlap got small still has good matches to the
@@ -94,11 +93,11 @@ class MappingConfig:
     buffer_size: int = 1_500_000  # feature samples (ACE: 8M)
     samples_per_view: int = 1200  # cells taken from each augmented view
     # Of those, the share taken from the most salient cells: relocalization uses the top-K salient
-    # cells, so the head's capacity goes there (redkitchen: 0.75 with milder augmentation gave
-    # 97.4/89.4/60.6/21.4 vs 97.0/86.4/47.2/12.0 for ACE's recipe at 0.5, same budget).
+    # cells, so the head's capacity goes there (with milder augmentation, better than ACE's recipe
+    # at 0.5 at every threshold on redkitchen, same budget: benchmarks/README.md).
     salient_share: float = 0.75
     # Augmentation. ACE: scale 2/3..3/2, rotation 15 deg; with a CPU's training budget that much
-    # augmentation underfits (mapping-frame reprojection errors stay at 3-13 px), so milder.
+    # augmentation underfits (mapping-frame reprojection errors stay high), so milder.
     augment: bool = True
     scale_range: tuple[float, float] = (0.8, 1.25)
     rotation_deg: float = 5.0
@@ -129,9 +128,8 @@ class MappingConfig:
     # Matched samples: "keypoint" = frame target moved to the match's exact keypoint, keyframe
     # target = its match; "transfer" = frame target unchanged, keyframe target = match + (target -
     # keypoint) (see cross_frame.attach_keyframe_targets). "transfer" keeps every sample's target
-    # consistent with the cell centres the relocalizer pairs cells with. Redkitchen, single-frame
-    # mode, one training each: transfer 98.4/95.2/66.4/23.8 vs keypoint 98.6/94.2/62.8/25.2 at
-    # 10/5/2/1 cm, a difference within training noise (benchmarks/README.md).
+    # consistent with the cell centres the relocalizer pairs cells with. On redkitchen the two
+    # differ within training noise (benchmarks/README.md).
     sequence_targets: str = "transfer"
     # Runtime
     device: str = "auto"
@@ -201,13 +199,10 @@ class MappingConfig:
 PROFILES = {
     "cpu": MappingConfig(),
     "fast": MappingConfig(head_width=256, buffer_size=600_000, iterations=2000),
-    # The cpu recipe trained 3x longer: ~17 min for 500 frames on 2 cores. Recall keeps rising with
-    # iterations (redkitchen 5cm/2cm/1cm, means of 3 seeds: 4000 it 94.1/64.7/21.4, 12000
-    # 96.6/72.3/33.2; benchmarks/README.md "Training longer"), so map with this when the minutes
-    # are available.
+    # The cpu recipe trained 3x longer. Recall keeps rising with iterations (benchmarks/README.md,
+    # "Training longer"), so map with this when the minutes are available.
     "quality": MappingConfig(iterations=12_000),
-    # ACE's original scale and augmentation, for a GPU. Redkitchen on one H100: 274 s of mapping,
-    # 99.8/95.6/69.2/30.8 at 10/5/2/1 cm (benchmarks/README.md, "On a GPU").
+    # ACE's original scale and augmentation, for a GPU (benchmarks/README.md, "On a GPU").
     "gpu": MappingConfig(buffer_size=8_000_000, samples_per_view=1024, iterations=25_000,
                          batch_size=5120, num_threads=None, scale_range=(2.0 / 3.0, 1.5),
                          rotation_deg=15.0, salient_share=0.5),

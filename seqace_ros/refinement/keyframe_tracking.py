@@ -59,7 +59,7 @@ class TrackingConfig:
     enabled: bool = True
     keyframes: int = 2  # nearest keyframes tracked into the query (3: slower, no more precise)
     max_angle_deg: float = 30.0
-    window_px: int = 15  # 15 px tracked as precisely as 21 or 31, faster (benchmarks/README.md)
+    window_px: int = 15  # as precise as larger windows, and faster (benchmarks/README.md)
     pyramid_levels: int = 2
     # Forward-backward check; 0: none. The shift bound and RANSAC already reject what it would,
     # at half the tracking cost.
@@ -72,7 +72,7 @@ class TrackingConfig:
     refine_threshold_px: float = 1.0
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
-    # structure (benchmarks/README.md: the frames refinement made worse had ratios of 0.2-0.3).
+    # structure (benchmarks/README.md, "Keyframe refinement").
     min_inlier_ratio: float = 0.4
     max_correction_m: float = 0.25
     max_correction_deg: float = 5.0

@@ -147,8 +147,8 @@ def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, K: np.ndarray, *,
     if from_guess:
         # A prediction (say the last frame's pose) can be several pixels off: fit it first on the
         # points within the RANSAC threshold, as RANSAC's own pose is, before the tighter rounds.
-        # (Refining from the prediction at the tight threshold kept ~10 of ~450 tracked points on
-        # redkitchen and lost 12% of the frames.)
+        # (Refining from the prediction at the tight threshold kept few tracked points and lost
+        # frames on redkitchen.)
         rvec, tvec = cv2.solvePnPRefineLM(p3[wide], p2[wide], K, None, rvec, tvec)
         pose = _to_pose_c2w(rvec, tvec)
         inl = reprojection_errors(p2, p3, K, pose) < refine_threshold_px

@@ -70,10 +70,9 @@ class SequenceDecision:
 @dataclass(frozen=True)
 class SequenceConfig:
     # Optical flow. SeqACE: 21x21 window, 3 levels, 10 iterations / eps 0.03 on 480 px high images.
-    # With the forward-backward check that costs ~11 ms of CPU for 500 points at 640x480; the same
-    # physical window (11x11) on a half-size image costs ~3.3 ms. On redkitchen the relative motion
-    # and the final recall were the same at 240 and 480 px. Set tracking_max_height=480,
-    # klt_window=21 for SeqACE's exact setting.
+    # The same physical window (11x11) on a half-size image costs a third as much, and on
+    # redkitchen gave the same relative motion and recall (benchmarks/README.md). Set
+    # tracking_max_height=480, klt_window=21 for SeqACE's exact setting.
     klt_window: int = 11
     klt_levels: int = 3
     klt_iterations: int = 10
@@ -93,11 +92,9 @@ class SequenceConfig:
     multi_frames: int = 2
     history_points: int = 400
     joint_landmarks: bool = False
-    inlier_threshold_px: float = 10.0
-    refine_threshold_px: float = 10.0
-    loss_scale_px: float = 2.0
-    ransac_max_iterations: int = 1000
-    ransac_time_budget_ms: float = 20.0
+    ransac: ransac.RansacOptions = field(default_factory=lambda: ransac.RansacOptions(
+        inlier_threshold_px=10.0, refine_threshold_px=10.0, loss_scale_px=2.0, max_iterations=1000,
+        time_budget_ms=20.0, num_threads=1, seed=0))
     # landmark update (SeqACE: 4 px reprojection gate, 5 px disc NMS, ~500 landmarks)
     update_reprojection_px: float = 4.0
     nms_radius_px: float = 5.0
@@ -131,10 +128,10 @@ class SequenceConfig:
                              "(the current frame)")
         if self.history_points < 4:
             raise ValueError(f"SequenceConfig.history_points={self.history_points}: need at least 4")
-        if self.ransac_max_iterations < 1:
-            raise ValueError("SequenceConfig.ransac_max_iterations must be >= 1")
-        for name in ("max_fb_error_px", "motion_threshold_px", "inlier_threshold_px",
-                     "refine_threshold_px", "loss_scale_px", "update_reprojection_px",
+        problems = self.ransac.problems()
+        if problems:
+            raise ValueError("SequenceConfig.ransac: " + "; ".join(problems))
+        for name in ("max_fb_error_px", "motion_threshold_px", "update_reprojection_px",
                      "nms_radius_px", "gate_translation_m", "gate_rotation_deg",
                      "support_threshold_px", "odometry_gate_px", "max_time_gap_s",
                      "tracking_max_height"):
@@ -406,10 +403,9 @@ class SequenceRelocalizer:
         X_prev = rays * np.where(front, z, 1.0)[:, None]
         X_prev[~front] = np.nan  # ignored by the native RANSAC
         res = ransac.estimate_pose(
-            tracked.xy, X_prev, K, inlier_threshold_px=cfg.motion_threshold_px,
+            tracked.xy, X_prev, K, cfg.ransac, inlier_threshold_px=cfg.motion_threshold_px,
             refine_threshold_px=cfg.motion_threshold_px, loss_scale_px=0.25 * cfg.motion_threshold_px,
-            min_inliers=cfg.min_inliers, num_threads=1, seed=0,
-            max_iterations=cfg.ransac_max_iterations, time_budget_ms=cfg.ransac_time_budget_ms)
+            min_inliers=cfg.min_inliers)
         if not res.success:
             return None, f"no relative motion ({res.message}); "
         # estimate_pose's "world" is the previous camera: T_c2w maps current -> previous camera
@@ -444,11 +440,7 @@ class SequenceRelocalizer:
             kinds.append("landmarks")
         if not views or sum(len(v[0]) for v in views) < cfg.min_inliers:
             return _Estimate(None, message="too few correspondences for the joint estimate")
-        res = ransac.estimate_pose_multi(
-            views, inlier_threshold_px=cfg.inlier_threshold_px,
-            refine_threshold_px=cfg.refine_threshold_px, loss_scale_px=cfg.loss_scale_px,
-            min_inliers=cfg.min_inliers, num_threads=1, seed=0,
-            max_iterations=cfg.ransac_max_iterations, time_budget_ms=cfg.ransac_time_budget_ms)
+        res = ransac.estimate_pose_multi(views, cfg.ransac, min_inliers=cfg.min_inliers)
         masks = [np.asarray(m, bool) for m in res.inliers_per_frame]
         est = _Estimate(np.asarray(res.T_c2w) if res.success else None,
                         np.asarray(res.covariance) if res.success else None, int(res.num_inliers),
@@ -666,7 +658,7 @@ class SequenceRelocalizer:
                 keep, new = self._average(keep, new)
             # this frame's inliers (at the joint threshold) join the next joint estimates
             if cfg.multi_frames > 1:
-                hist = np.flatnonzero(inl & (err < cfg.inlier_threshold_px))
+                hist = np.flatnonzero(inl & (err < cfg.ransac.inlier_threshold_px))
                 if len(hist) > cfg.history_points:
                     hist = hist[np.linspace(0, len(hist) - 1, cfg.history_points).astype(np.int64)]
                 if len(hist) >= cfg.min_inliers:

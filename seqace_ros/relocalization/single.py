@@ -9,7 +9,7 @@ reported ``lost`` rather than given a confident wrong pose.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,7 @@ class Relocalizer:
             except ValueError as exc:
                 raise MapFileError(f"{exc}; rebuild the map with `seqace map`, or turn refinement off") from exc
             if keyframes:
-                self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac_threads)
+                self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac.num_threads)
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
 
@@ -83,12 +83,8 @@ class Relocalizer:
                   device: str | torch.device | None = "auto") -> "Relocalizer":
         return cls(load_map(path), config, device)
 
-    def _ransac_options(self) -> dict:
-        c = self.config
-        return dict(inlier_threshold_px=c.inlier_threshold_px, refine_threshold_px=c.refine_threshold_px,
-                    max_iterations=c.max_iterations, time_budget_ms=c.time_budget_ms,
-                    num_threads=c.ransac_threads, scoring=c.scoring, seed=c.seed,
-                    min_inliers=c.min_inliers)
+    def _ransac_options(self):
+        return replace(self.config.ransac, min_inliers=self.config.min_inliers)
 
     @torch.no_grad()
     def regress(self, features: torch.Tensor) -> torch.Tensor:
@@ -140,7 +136,7 @@ class Relocalizer:
     def refine(self, result: RelocResult, image: np.ndarray, K: np.ndarray, timing: dict | None = None) -> None:
         """Replace ``result``'s regressed pose by the keyframe-tracked one where that is trusted
         (``result.refinement`` says what happened either way)."""
-        r = self.refiner.refine(to_gray(image), K, result.pose_c2w, seed=self.config.seed)
+        r = self.refiner.refine(to_gray(image), K, result.pose_c2w, seed=self.config.ransac.seed)
         result.refinement = r
         if timing is not None:
             timing["refine"] = r.time_ms
@@ -155,7 +151,7 @@ class Relocalizer:
         pts2d = pos[cells].cpu().numpy().astype(np.float64) - PIXEL_CENTER_OFFSET
         t1 = time.perf_counter()
         timing["head"] = timing.get("head", 0.0) + (t1 - t0) * 1000.0
-        res = self._ransac.estimate_pose(pts2d, pts3d, K, **self._ransac_options())
+        res = self._ransac.estimate_pose(pts2d, pts3d, K, self._ransac_options())
         timing["ransac"] = timing.get("ransac", 0.0) + (time.perf_counter() - t1) * 1000.0
         inliers = np.asarray(res.inliers, dtype=bool)
         n_in = int(inliers.sum())

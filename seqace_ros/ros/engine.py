@@ -57,7 +57,7 @@ class LocalizationEngine:
         cfg = replace(RelocConfig(), num_cells=s.num_cells, image_height=s.image_height or None,
                       backend=s.backend, precision=s.head_precision, refine=s.refine)
         if s.threads:
-            cfg = replace(cfg, threads=s.threads, ransac_threads=s.threads)
+            cfg = cfg.with_threads(s.threads)
         for name in ("max_image_pixels", "max_image_aspect_ratio"):
             if getattr(s, name) is not None:
                 cfg = replace(cfg, **{name: getattr(s, name)})

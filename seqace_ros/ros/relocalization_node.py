@@ -38,7 +38,8 @@ from .frame_slot import LatestSlot
 from .params import BY_NAME, PARAMETERS, ParamSpec
 from .shutdown import run_node
 from .tf_io import TfInput, TfOutput
-from .tf_math import NS, InitialPoseGate, StampSequencer, map_to_odom, relative_motion
+from .odometry import OdometryState
+from .tf_math import NS, InitialPoseGate, StampSequencer, map_to_odom
 
 NODE_NAME = "relocalization_node"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -72,11 +73,7 @@ class RelocalizationNode(Node):
         self._camera_model: CameraModel | None = None
         self._latest_tf = None  # (T, parent, child, image_stamp_ns)
         self._last_pose: tuple[np.ndarray, str, int] | None = None
-        self._prev_odom: np.ndarray | None = None
-        # odom_topic: the frame its messages are in (odom_frame, or the first accepted message's
-        # frame) and the last accepted message (frame, child, stamp_ns).
-        self._odom_topic_frame: str | None = None
-        self._odom_last: tuple[str, str, int] | None = None
+        self._odom = OdometryState()
         self._odom_topic_name = ""
         self._path: collections.deque = collections.deque(maxlen=self.p["path_length"])
         self._reset_requested = False
@@ -205,50 +202,23 @@ class RelocalizationNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
-    def _odometry_frame_problem(self, frame: str, child: str) -> str | None:
-        map_frame = self.p["map_frame"].lstrip("/")
-        with self._state_lock:
-            expected = self.p["odom_frame"].lstrip("/") or self._odom_topic_frame
-        if not frame or not child or frame == child:
-            return (f"header.frame_id {frame!r} and child_frame_id {child!r} must be distinct and "
-                    "non-empty")
-        if map_frame in (frame, child):
-            return (f"odometry from {frame!r} to {child!r} involves the map frame {map_frame!r}, which "
-                    "this node publishes; odometry must come in an odom frame")
-        if expected and frame != expected:
-            source = "the odom_frame parameter" if self.p["odom_frame"] else "the first accepted message"
-            return f"odometry in frame {frame!r}, but the odometry frame is {expected!r} ({source})"
-        return None
-
     def _on_odometry(self, msg: Odometry) -> None:
         frame, child = msg.header.frame_id.lstrip("/"), msg.child_frame_id.lstrip("/")
-        topic = self._odom_topic_name
-        reason = self._odometry_frame_problem(frame, child)
-        if reason is not None:
-            self.stats.odometry_message_refused(reason)
-            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
-            return
         p, o = msg.pose.pose.position, msg.pose.pose.orientation
-        q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
-        if not np.all(np.isfinite([p.x, p.y, p.z])) or not np.all(np.isfinite(q)):
-            reason = "pose is not finite (NaN or inf)"
-        elif abs(float(q @ q) - 1.0) > 0.01:  # what tf2 refuses as a denormalized quaternion
-            reason = f"orientation is not a unit quaternion (norm {np.sqrt(q @ q):.3g})"
+        reason = self._odom.message_problem(frame, child, [p.x, p.y, p.z], [o.x, o.y, o.z, o.w],
+                                            self.p["map_frame"], self.p["odom_frame"])
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if reason is None:
+            try:
+                self.tf_in.add(frame, child, stamp, M.pose_to_matrix(msg.pose.pose))
+            except ValueError as exc:
+                reason = str(exc)
         if reason is not None:
             self.stats.odometry_message_refused(reason)
-            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"odometry on {self._odom_topic_name} refused: {reason}",
+                                      throttle_duration_sec=5.0)
             return
-        stamp = M.stamp_to_ns(msg.header.stamp)
-        try:
-            self.tf_in.add(frame, child, stamp, M.pose_to_matrix(msg.pose.pose))
-        except ValueError as exc:
-            self.stats.odometry_message_refused(str(exc))
-            self.get_logger().warning(f"odometry on {topic} refused: {exc}", throttle_duration_sec=5.0)
-            return
-        with self._state_lock:
-            if self._odom_topic_frame is None:
-                self._odom_topic_frame = frame
-            self._odom_last = (frame, child, stamp)
+        self._odom.accepted(frame, child, stamp)
 
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
         map_frame = self.p["map_frame"].lstrip("/")
@@ -268,9 +238,9 @@ class RelocalizationNode(Node):
                                + (f" within {self._gate.radius:.2f} m" if self._gate.active else ""))
 
     def _request_reset(self, clear_gate: bool = True) -> None:
+        self._odom.break_chain()
         with self._state_lock:
             self._reset_requested = True
-            self._prev_odom = None
             if clear_gate:
                 self._gate.clear()
 
@@ -287,7 +257,7 @@ class RelocalizationNode(Node):
             self._path.clear()
             self._latest_tf = None
             self._last_pose = None
-            self._odom_topic_frame = None
+        self._odom.reset()
         response.success, response.message = True, ("state cleared (window, path, transform, /initialpose gate, "
                                                      "odom_topic frame)")
         return response
@@ -362,9 +332,8 @@ class RelocalizationNode(Node):
         if result.localized:
             with self._state_lock:
                 refusal = self._gate.check(result.pose_c2w)
-                if refusal is not None:
-                    self._prev_odom = None
             if refusal is not None:
+                self._odom.break_chain()
                 result.status, result.message = "lost", refusal
                 # The sequence window must not carry on from a pose the gate refused.
                 self.engine.reset()
@@ -376,21 +345,17 @@ class RelocalizationNode(Node):
     def _relative_motion(self, camera_frame: str, stamp_ns: int) -> np.ndarray | None:
         """Camera motion since the previous image from odometry (TF odom_frame, or odom_topic's
         frame once a message came), or None."""
-        with self._state_lock:
-            odom = self.p["odom_frame"] or self._odom_topic_frame
+        odom = self._odom.frame(self.p["odom_frame"])
         if not odom:
             return None
         try:
             T_odom_cam = self.tf_in.lookup(odom, camera_frame, stamp_ns, self.p["tf_lookup_timeout"])
         except TransformLookupError as exc:
-            with self._state_lock:
-                self._prev_odom = None
+            self._odom.motion(None)
             self.get_logger().warning(f"no {odom} -> {camera_frame} at the image stamp ({exc}); this image is "
                                       "localized without odometry", throttle_duration_sec=5.0)
             return None
-        with self._state_lock:  # ~/reset clears it from the service thread
-            prev, self._prev_odom = self._prev_odom, T_odom_cam
-        return None if prev is None else relative_motion(prev, T_odom_cam)
+        return self._odom.motion(T_odom_cam)
 
     # ---------------------------------------------------------------- publishing
     def _publish(self, result, camera_frame: str, stamp_ns: int) -> None:
@@ -449,7 +414,8 @@ class RelocalizationNode(Node):
         v = self.stats.verdict(self.engine.ready, self.engine.map_path or self.p["map_path"], self.p["mode"],
                                self.tf_out.backend, self._slot.replaced, self.p["no_image_timeout"])
         v.values["warmed_up"] = "yes" if self.engine.warm else "no"
-        v.values["odometry"] = self._odometry_summary()
+        v.values["odometry"] = self._odom.summary(self._odom_topic_name, self.p["odom_frame"],
+                                                  self.get_clock().now().nanoseconds)
         with self._state_lock:
             gate = self._gate
             v.values["initial_pose_gate"] = (
@@ -460,22 +426,6 @@ class RelocalizationNode(Node):
                                   values=[KeyValue(key=k, value=s) for k, s in v.values.items()])
         self.pub_diag.publish(DiagnosticArray(header=M.header("", self.get_clock().now().nanoseconds),
                                               status=[status]))
-
-    def _odometry_summary(self) -> str:
-        """Where odometry comes from and, for odom_topic, how old the last accepted stamp is."""
-        parts = []
-        if self._odom_topic_name:
-            with self._state_lock:
-                last = self._odom_last
-            if last is None:
-                parts.append(f"topic {self._odom_topic_name}: no message yet")
-            else:
-                frame, child, stamp = last
-                age = (self.get_clock().now().nanoseconds - stamp) / NS
-                parts.append(f"topic {self._odom_topic_name}: {frame} -> {child}, last stamp {age:.2f} s old")
-        if self.p["odom_frame"]:
-            parts.append(f"TF {self.p['odom_frame']} -> camera")
-        return "; ".join(parts) or "none"
 
     def shutdown(self) -> None:
         self._slot.close()
