@@ -33,6 +33,11 @@ class OdometryState:
     def message_problem(self, frame: str, child: str, position, quaternion_xyzw, map_frame: str,
                         odom_frame: str) -> str | None:
         """Why an Odometry message (header frame, child frame, pose) cannot be used, or None."""
+        return (self.frame_problem(frame, child, map_frame, odom_frame)
+                or self.pose_problem(position, quaternion_xyzw))
+
+    def frame_problem(self, frame: str, child: str, map_frame: str, odom_frame: str) -> str | None:
+        """Why a message's frames cannot be odometry's, or None."""
         frame, child, map_frame = frame.lstrip("/"), child.lstrip("/"), map_frame.lstrip("/")
         if not frame or not child or frame == child:
             return f"header.frame_id {frame!r} and child_frame_id {child!r} must be distinct and non-empty"
@@ -43,6 +48,11 @@ class OdometryState:
         if expected and frame != expected:
             source = "the odom_frame parameter" if odom_frame else "the first accepted message"
             return f"odometry in frame {frame!r}, but the odometry frame is {expected!r} ({source})"
+        return None
+
+    @staticmethod
+    def pose_problem(position, quaternion_xyzw) -> str | None:
+        """Why a message's pose cannot be used (not finite, not a unit quaternion), or None."""
         q = np.asarray(quaternion_xyzw, dtype=np.float64)
         if not np.all(np.isfinite(np.asarray(position, dtype=np.float64))) or not np.all(np.isfinite(q)):
             return "pose is not finite (NaN or inf)"

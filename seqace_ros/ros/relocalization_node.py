@@ -205,18 +205,24 @@ class RelocalizationNode(Node):
     def _on_odometry(self, msg: Odometry) -> None:
         frame, child = msg.header.frame_id.lstrip("/"), msg.child_frame_id.lstrip("/")
         p, o = msg.pose.pose.position, msg.pose.pose.orientation
-        reason = self._odom.message_problem(frame, child, [p.x, p.y, p.z], [o.x, o.y, o.z, o.w],
-                                            self.p["map_frame"], self.p["odom_frame"])
-        stamp = M.stamp_to_ns(msg.header.stamp)
-        if reason is None:
-            try:
-                self.tf_in.add(frame, child, stamp, M.pose_to_matrix(msg.pose.pose))
-            except ValueError as exc:
-                reason = str(exc)
+        topic = self._odom_topic_name
+        # One log call per kind of problem: rclpy throttles per call site, and each kind deserves a line.
+        reason = self._odom.frame_problem(frame, child, self.p["map_frame"], self.p["odom_frame"])
         if reason is not None:
             self.stats.odometry_message_refused(reason)
-            self.get_logger().warning(f"odometry on {self._odom_topic_name} refused: {reason}",
-                                      throttle_duration_sec=5.0)
+            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
+            return
+        reason = self._odom.pose_problem([p.x, p.y, p.z], [o.x, o.y, o.z, o.w])
+        if reason is not None:
+            self.stats.odometry_message_refused(reason)
+            self.get_logger().warning(f"odometry on {topic} refused: {reason}", throttle_duration_sec=5.0)
+            return
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        try:
+            self.tf_in.add(frame, child, stamp, M.pose_to_matrix(msg.pose.pose))
+        except ValueError as exc:
+            self.stats.odometry_message_refused(str(exc))
+            self.get_logger().warning(f"odometry on {topic} refused: {exc}", throttle_duration_sec=5.0)
             return
         self._odom.accepted(frame, child, stamp)
 
