@@ -3,6 +3,7 @@
 
     python benchmarks/backends.py --map results/sfm_default.safetensors
         [--scene ../shared/data/7scenes_redkitchen_sfm] [--configs torch:bf16,torch:fp32,openvino:bf16,openvino:fp32]
+        # a config is backend:head_precision[:encoder_precision], e.g. openvino:int8:int8
         [--threads 2] [--frames 500] [--contention] [--gemm] [--peer sift|none] [--json OUT.json]
 
 For each backend:precision, localize the test frames (single-frame mode, images decoded before the
@@ -70,16 +71,18 @@ def head_flops(scene_map, rows: int) -> float:
     return 2.0 * rows * (d * w + layers * w * w + w * 4)
 
 
-def run_config(scene_map, frames, backend: str, precision: str, threads: int, cells: int) -> dict:
+def run_config(scene_map, frames, backend: str, precision: str, threads: int, cells: int,
+               encoder_precision: str | None = None) -> dict:
     import numpy as np
 
     from seqace_ros.evaluation import localize_frames, summarize
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
-    # int8 is the head's alone; the encoder then runs in bf16 where the CPU has it.
+    # A head in int8 leaves the encoder at auto (bf16 where the CPU has it) unless told otherwise.
+    if encoder_precision is None:
+        encoder_precision = "auto" if precision == "int8" else precision
     cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision,
-                      encoder_precision="auto" if precision == "int8" else precision,
-                      ).with_threads(threads)
+                      encoder_precision=encoder_precision).with_threads(threads)
     reloc = Relocalizer(scene_map, cfg, device="cpu")
     cpu = []
 
@@ -90,12 +93,15 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
         cpu.append((time.process_time() - c0) * 1000.0)
         return result
 
-    results = localize_frames(localize, frames, desc=f"{backend} {precision}")
-    report = summarize(results, method=f"seqace {backend} {precision}", backend=backend,
+    label = f"{backend} {precision}" + (f" enc {encoder_precision}" if encoder_precision != precision else "")
+    results = localize_frames(localize, frames, desc=label)
+    report = summarize(results, method=f"seqace {label}", backend=backend, encoder_precision=encoder_precision,
+                       refinement=reloc.describe()["refinement"],
                        precision=precision, threads=threads, num_cells=cells,
                        cpu_ms_per_frame=float(np.median(cpu)))
     t = report["timing_ms"]
-    t["other"] = t["total"] - t.get("encoder", 0.0) - t.get("head", 0.0) - t.get("ransac", 0.0)
+    t["other"] = (t["total"] - t.get("encoder", 0.0) - t.get("head", 0.0) - t.get("ransac", 0.0)
+                  - t.get("refine", 0.0))
     if t.get("head"):
         report["head_gflops"] = head_flops(scene_map, cells) / (t["head"] * 1e-3) / 1e9
     return report
@@ -197,11 +203,13 @@ def main() -> int:
     frames = load_split(args.scene, "test")[: args.frames]
     rows = []
     for spec in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        backend, _, precision = spec.partition(":")
-        report = run_config(scene_map, frames, backend, precision or "auto", args.threads, args.cells)
+        backend, _, rest = spec.partition(":")
+        precision, _, enc = rest.partition(":")
+        run = (scene_map, frames, backend, precision or "auto", args.threads, args.cells, enc or None)
+        report = run_config(*run)
         if args.contention:
             with busy_process():
-                busy = run_config(scene_map, frames, backend, precision or "auto", args.threads, args.cells)
+                busy = run_config(*run)
             report["contention"] = {"fps": busy["fps"], "timing_ms": busy["timing_ms"],
                                     "share_of_alone": busy["fps"] / report["fps"], "recall": busy["recall"]}
         rows.append(report)
@@ -216,22 +224,22 @@ def main() -> int:
     print(f"\nOMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     print(f"map {args.map}, scene {args.scene}, {len(frames)} frames, {args.threads} threads, "
           f"K={args.cells}, bf16 units: {cpu_supports_bf16()}, load average before: {os.getloadavg()[0]:.2f}")
-    head = (f"{'method':28s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
-            f" {'ransac':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s} {'cpu ms':>6s}")
+    head = (f"{'method':34s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
+            f" {'ransac':>6s} {'refine':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s} {'cpu ms':>6s}")
     print(head)
     peer_ms = peer["timing_ms"]["total"] if peer else None
     for r in rows + ([peer] if peer else []):
         t = r["timing_ms"]
         x_peer = f"{peer_ms / t['total']:6.1f}" if peer_ms else "      "
-        print(f"{r['method']:28s} " + " ".join(f"{r['recall'][k]:8.1f}%" for k in KEYS)
+        print(f"{r['method']:34s} " + " ".join(f"{r['recall'][k]:8.1f}%" for k in KEYS)
               + f" {r['median_translation_cm'] or float('nan'):7.2f}"
-              + "".join(f" {t.get(s, float('nan')):6.1f}" for s in ("encoder", "head", "ransac", "other"))
+              + "".join(f" {t.get(s, float('nan')):6.1f}" for s in ("encoder", "head", "ransac", "refine", "other"))
               + f" {t['total']:6.1f} {r['fps'] or 0:6.1f} {x_peer} {r.get('cpu_ms_per_frame', float('nan')):6.1f}")
     if args.contention:
         print("\nbeside one busy process:")
         for r in rows:
             c = r["contention"]
-            print(f"{r['method']:28s} {c['fps']:6.1f} frames/s = {100 * c['share_of_alone']:5.1f}% of alone"
+            print(f"{r['method']:34s} {c['fps']:6.1f} frames/s = {100 * c['share_of_alone']:5.1f}% of alone"
                   f" ({r['fps']:.1f}); 5cm recall {c['recall']['5cm_5deg']:.1f}%")
     for r in rows:
         if r.get("head_gflops"):

@@ -120,6 +120,9 @@ def main() -> int:
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
+    from seqace_ros.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads, as the seqace command and the nodes do
     if not (args.scene / "train").is_dir():
         print(f"no scene at {args.scene}: pass --scene", file=sys.stderr)
         return 2

@@ -276,6 +276,9 @@ def main() -> None:
     ap.add_argument("--odometry-noise-mm", type=float, default=1.0)
     ap.add_argument("--odometry-noise-deg", type=float, default=0.05)
     args = ap.parse_args()
+    from seqace_ros.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads, as the seqace command and the nodes do
 
     import cv2
     cv2.setNumThreads(args.threads)

@@ -83,8 +83,9 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
                    help="rows images are resized to before the encoder (default: the map's own; "
                         "smaller is faster, e.g. 384 for a 480-row map)")
     g.add_argument("--reloc-device", default="auto")
-    g.add_argument("--encoder-precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32")
+    g.add_argument("--encoder-precision", default="auto", choices=HEAD_PRECISIONS,
+                   help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA, else fp32; int8: OpenVINO + nncf, "
+                        "calibrated on the map's keyframe images (faster, see benchmarks/README.md)")
     g.add_argument("--head-precision", default="auto", choices=HEAD_PRECISIONS,
                    help="precision of the head: auto (bf16 where the CPU has it), fp32, bf16, fp16, or int8 "
                         "(OpenVINO backend, needs nncf; faster, see benchmarks/README.md for its accuracy)")

@@ -247,6 +247,23 @@ class XFeatEncoder:
         self._traced: dict[tuple[int, int], torch.jit.ScriptModule] = {}
         self._compiled = None  # the OpenVINO model, compiled at the first image
 
+    def quantize_int8(self, images: list[np.ndarray]) -> None:
+        """Run the encoder in int8 from now on (OpenVINO backend): NNCF post-training quantization
+        with activation ranges calibrated on ``images`` (uint8, gray or BGR; the map's own views)."""
+        from .inference import quantize_model
+
+        if self.backend != "openvino":
+            raise EncoderError("an int8 encoder runs on the OpenVINO backend (a CPU with openvino "
+                               "installed): use backend auto or openvino, or encoder precision bf16")
+        if not images:
+            raise EncoderError("an int8 encoder needs calibration images (the map's keyframes)")
+        tensors = [prepare_image(to_gray(im), self.image_height, self.device).tensor for im in images]
+        model = convert(XFeatCells(self.net), tensors[0].clone(), dynamic_axes=(2, 3))
+        model = quantize_model(model, [t.numpy() for t in tensors])
+        # Operations NNCF leaves in floating point run in bf16 where the CPU has it.
+        self._compiled = compile_model(model, "bf16" if self.bf16 else "fp32", self.threads or torch.get_num_threads())
+        self.precision = "int8"
+
     def _cells_openvino(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._compiled is None:
             model = _CONVERTED.get(self.weights_sha256)

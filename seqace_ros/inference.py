@@ -94,13 +94,20 @@ def compile_for_cpu(module: torch.nn.Module, example: torch.Tensor, precision: s
 def quantize_int8(model, calibration: np.ndarray, batch_rows: int = 1024):
     """``model`` with int8 weights and activations (NNCF post-training quantization), its ranges
     calibrated on ``calibration`` (rows of the model's input)."""
+    batches = [np.ascontiguousarray(calibration[i:i + batch_rows], np.float32)
+               for i in range(0, len(calibration), batch_rows)]
+    return quantize_model(model, batches)
+
+
+def quantize_model(model, inputs: list[np.ndarray]):
+    """``model`` in int8 (NNCF post-training quantization), calibrated on ``inputs`` (each one
+    input of the model)."""
     try:
         import nncf
     except ImportError as exc:
         raise BackendError("int8 needs the nncf package: pip install nncf (or use precision bf16)") from exc
-    batches = [np.ascontiguousarray(calibration[i:i + batch_rows], np.float32)
-               for i in range(0, len(calibration), batch_rows)]
-    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+    return nncf.quantize(model, nncf.Dataset([np.ascontiguousarray(x, np.float32) for x in inputs]),
+                         subset_size=len(inputs))
 
 
 class OpenVinoModel:

@@ -14,7 +14,8 @@ from .input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, Im
 from .ransac import RansacOptions
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The head may also run in int8 (OpenVINO backend, calibrated on the map's calibration features).
+# The head and the encoder may also run in int8 (OpenVINO backend; the head calibrated on the map's
+# calibration features, the encoder on its keyframe images).
 HEAD_PRECISIONS = PRECISIONS + ("int8",)
 
 # Frame-keyframe matchers of the cross-frame loss (mapping.config.MatchingConfig).
@@ -51,7 +52,8 @@ class RelocConfig:
     # maps made since int8 came carry the features it calibrates on).
     precision: str = "auto"
     # Encoder precision: auto = bf16 on CPUs with bf16 units (as accurate as fp32 on redkitchen and
-    # faster, benchmarks/README.md), fp16 on CUDA, else fp32.
+    # faster, benchmarks/README.md), fp16 on CUDA, else fp32; int8 (OpenVINO backend, nncf),
+    # calibrated on the map's keyframe images.
     encoder_precision: str = "auto"
     # Rows the image is resized to before the encoder; None: the map's (what it was trained at).
     # Fewer rows are faster and somewhat less accurate (benchmarks/README.md, "lower resolution").
@@ -86,8 +88,8 @@ class RelocConfig:
         problems += self.ransac.problems()
         if self.precision not in HEAD_PRECISIONS:
             problems.append(f"precision {self.precision!r} is not {'/'.join(HEAD_PRECISIONS)}")
-        if self.encoder_precision not in PRECISIONS:
-            problems.append(f"encoder_precision {self.encoder_precision!r} is not {'/'.join(PRECISIONS)}")
+        if self.encoder_precision not in HEAD_PRECISIONS:
+            problems.append(f"encoder_precision {self.encoder_precision!r} is not {'/'.join(HEAD_PRECISIONS)}")
         if self.backend not in BACKENDS:
             problems.append(f"backend {self.backend!r} is not one of {'/'.join(BACKENDS)}")
         if self.threads < 0:

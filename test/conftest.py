@@ -12,6 +12,29 @@ REPO = Path(__file__).resolve().parents[1]
 REDKITCHEN = Path(os.environ.get("SEQACE_REDKITCHEN", REPO.parent / "shared" / "data" / "7scenes_redkitchen"))
 
 
+# A small map of a small generated room, for CI: 320x240, a narrow head, a short schedule (the
+# full-size figures come from benchmarks/ and `seqace demo`).
+SMALL_MAPPING = dict(image_height=240, head_width=128, head_blocks=1, buffer_size=160_000,
+                     samples_per_view=800, iterations=900, batch_size=1024)
+
+
+def small_room(tmp_path_factory, seed: int, query_frames: int) -> Path:
+    """A generated room at 320x240: 150 mapping frames and ``query_frames`` queries."""
+    synthetic = pytest.importorskip("seqace_ros.data.synthetic")
+    root = tmp_path_factory.mktemp("scenes") / "room"
+    return synthetic.generate_scene(root, kind="room", mapping_frames=150, query_frames=query_frames,
+                                    width=320, height=240, seed=seed, progress=False)
+
+
+def small_room_map(room: Path, tmp_path_factory) -> Path:
+    """The room's map with SMALL_MAPPING, saved."""
+    from seqace_ros.data.scene_folder import load_split
+    from seqace_ros.mapping import MappingConfig, train_map
+
+    m = train_map(load_split(room, "train"), MappingConfig(**SMALL_MAPPING), progress=False)
+    return m.save(tmp_path_factory.mktemp("maps") / "room.safetensors")
+
+
 @pytest.fixture(scope="session")
 def redkitchen() -> Path:
     if not (REDKITCHEN / "train").is_dir():

@@ -12,29 +12,22 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import small_room, small_room_map
 from seqace_ros.cli import main as seqace
 from seqace_ros.data.scene_folder import load_split
 from seqace_ros.evaluation import localize_frames, summarize
 from seqace_ros.mapfile import load_map
-from seqace_ros.mapping import MappingConfig, train_map
 from seqace_ros.relocalization import RelocConfig, Relocalizer
-
-SMALL = dict(image_height=240, head_width=128, head_blocks=1, buffer_size=160_000,
-             samples_per_view=800, iterations=900, batch_size=1024)
 
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    synthetic = pytest.importorskip("seqace_ros.data.synthetic")
-    root = tmp_path_factory.mktemp("scenes") / "room"
-    return synthetic.generate_scene(root, kind="room", mapping_frames=150, query_frames=50,
-                                    width=320, height=240, seed=1, progress=False)
+    return small_room(tmp_path_factory, seed=1, query_frames=50)
 
 
 @pytest.fixture(scope="module")
 def room_map(room, tmp_path_factory):
-    m = train_map(load_split(room, "train"), MappingConfig(**SMALL), progress=False)
-    return m.save(tmp_path_factory.mktemp("maps") / "room.safetensors")
+    return small_room_map(room, tmp_path_factory)
 
 
 def test_relocalizes_the_small_room_accurately(room, room_map):

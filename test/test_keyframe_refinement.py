@@ -11,26 +11,19 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from conftest import small_room, small_room_map
 from seqace_ros.cli import build_parser, mapping_config_from_args, reloc_config_from_args
 from seqace_ros.data.scene_folder import load_split
 from seqace_ros.encoder import to_gray
 from seqace_ros.evaluation import localize_frames, summarize
 from seqace_ros.mapfile import MapFileError, load_map
-from seqace_ros.mapping import MappingConfig, train_map
 from seqace_ros.refinement.keyframe_tracking import (KeyframeRefiner, KeyframeSettings, build_keyframes,
                                                      keyframes_from_arrays, keyframes_to_arrays, project)
 from seqace_ros.relocalization import RelocConfig, Relocalizer
 
-SMALL = dict(image_height=240, head_width=128, head_blocks=1, buffer_size=160_000,
-             samples_per_view=800, iterations=900, batch_size=1024)
-
-
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    synthetic = pytest.importorskip("seqace_ros.data.synthetic")
-    root = tmp_path_factory.mktemp("scenes") / "room"
-    return synthetic.generate_scene(root, kind="room", mapping_frames=150, query_frames=40,
-                                    width=320, height=240, seed=3, progress=False)
+    return small_room(tmp_path_factory, seed=3, query_frames=40)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +33,7 @@ def keyframes(room):
 
 @pytest.fixture(scope="module")
 def room_map(room, tmp_path_factory):
-    m = train_map(load_split(room, "train"), MappingConfig(**SMALL), progress=False)
-    return m.save(tmp_path_factory.mktemp("maps") / "room.safetensors")
+    return small_room_map(room, tmp_path_factory)
 
 
 def _perturb(pose: np.ndarray, rng: np.random.Generator, cm: float, deg: float) -> np.ndarray:
@@ -168,3 +160,29 @@ def test_keyframes_survive_the_map_file_and_damaged_ones_are_refused(room_map, t
         Relocalizer(damaged, RelocConfig(num_cells=500), device="cpu")
     # The same map still serves with refinement off.
     Relocalizer(damaged, RelocConfig(num_cells=500, refine=False), device="cpu")
+
+
+def test_int8_encoder_calibrates_on_the_keyframe_images_and_localizes_like_bf16(room, room_map):
+    """encoder_precision int8 quantizes the encoder (OpenVINO + NNCF) with the map's keyframe images
+    as calibration data; a map without keyframes, or the torch backend, is refused with the fix."""
+    pytest.importorskip("nncf")
+    from seqace_ros.encoder import EncoderError
+    from seqace_ros.inference import openvino_available
+
+    if not openvino_available():
+        pytest.skip("openvino is not installed")
+    scene_map = load_map(room_map)
+    test = load_split(room, "test")
+    out = {}
+    for precision in ("auto", "int8"):
+        reloc = Relocalizer(scene_map, RelocConfig(num_cells=500, min_inliers=30, encoder_precision=precision,
+                                                   backend="openvino"), device="cpu")
+        assert (reloc.encoder.precision == "int8") == (precision == "int8")
+        out[precision] = summarize(localize_frames(reloc.localize, test, progress=False))
+    assert out["int8"]["recall"]["10cm_5deg"] >= out["auto"]["recall"]["10cm_5deg"] - 5.0, out
+    assert out["int8"]["median_translation_cm"] < 1.5 * out["auto"]["median_translation_cm"] + 0.2, out
+    bare = dataclasses.replace(scene_map, keyframes={})
+    with pytest.raises(ValueError, match="seqace keyframes"):
+        Relocalizer(bare, RelocConfig(encoder_precision="int8", backend="openvino"), device="cpu")
+    with pytest.raises(EncoderError, match="OpenVINO backend"):
+        Relocalizer(scene_map, RelocConfig(encoder_precision="int8", backend="torch"), device="cpu")

@@ -26,6 +26,8 @@ from .result import LOCALIZED, LOST, RelocResult
 
 # Fewer calibration rows than this give int8 ranges that do not represent the map.
 MIN_CALIBRATION_ROWS = 1024
+# Keyframe images an int8 encoder is calibrated on (spread over the map).
+MAX_CALIBRATION_IMAGES = 50
 
 
 class Relocalizer:
@@ -39,7 +41,8 @@ class Relocalizer:
         height = self.config.image_height or enc_meta.get("image_height") or 480
         self.encoder = encoder or build_encoder(scene_map.encoder_name, device=self.device,
                                                 image_height=height,
-                                                precision=self.config.encoder_precision,
+                                                precision=("auto" if self.config.encoder_precision == "int8"
+                                                           else self.config.encoder_precision),
                                                 backend=self.config.backend, threads=self.config.threads)
         # Refuse a map made for another encoder or with other weights before it is used.
         check_encoder(scene_map.metadata, self.encoder.describe())
@@ -66,15 +69,27 @@ class Relocalizer:
                                         self.config.threads or torch.get_num_threads())
         self.use_keypoints = scene_map.metadata.get("targets", "keypoint") == "keypoint"
         self.refiner = None
-        if self.config.refine and scene_map.keyframes:
+        int8_encoder = self.config.encoder_precision == "int8"
+        keyframes = []
+        if (self.config.refine or int8_encoder) and scene_map.keyframes:
             from ..mapfile import MapFileError
-            from ..refinement.keyframe_tracking import KeyframeRefiner, keyframes_from_arrays
+            from ..refinement.keyframe_tracking import keyframes_from_arrays
             try:
                 keyframes = keyframes_from_arrays(scene_map.keyframes)
             except ValueError as exc:
                 raise MapFileError(f"{exc}; rebuild the map with `seqace map`, or turn refinement off") from exc
-            if keyframes:
-                self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac.num_threads)
+        if int8_encoder:
+            if encoder is not None:
+                raise ValueError("encoder precision int8 quantizes the encoder the relocalizer builds; "
+                                 "do not pass one")
+            if not keyframes:
+                raise ValueError("encoder precision int8 calibrates on the map's keyframe images, which this "
+                                 "map lacks: add them with `seqace keyframes MAP SCENE`, or use bf16")
+            step = max(1, len(keyframes) // MAX_CALIBRATION_IMAGES)
+            self.encoder.quantize_int8([kf.image for kf in keyframes[::step]])
+        if self.config.refine and keyframes:
+            from ..refinement.keyframe_tracking import KeyframeRefiner
+            self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac.num_threads)
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
 
