@@ -81,7 +81,10 @@ def run(args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     params = write_params(out_dir / "params.yaml", {"map_path": str(map_path), "mode": args.mode, "device": "cpu",
                                                     "num_cells": args.cells, "tf_publish_rate": 20.0,
-                                                    "backend": args.backend, "threads": args.threads})
+                                                    "backend": args.backend, "threads": args.threads,
+                                                    "head_precision": args.head_precision,
+                                                    "encoder_precision": args.encoder_precision,
+                                                    "refine": not args.no_refine})
     proc = NodeProcess(params, env, out_dir / "node.log",
                        ["-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"])
     rclpy.init()
@@ -188,7 +191,8 @@ def run(args) -> dict:
         "mode": args.mode, "input_rate_hz": args.rate, "duration_s": args.duration,
         "frames_sent": len(sent), "frames_processed": len(pairs), "frames_localized": int(localized),
         "sustained_fps": len(pairs) / args.duration,
-        "backend": args.backend, "threads": args.threads,
+        "backend": args.backend, "threads": args.threads, "head_precision": args.head_precision,
+        "encoder_precision": args.encoder_precision, "refine": not args.no_refine,
         # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
         "cpu_ms_per_frame": 1000.0 * cpu_used / len(pairs) if pairs else None,
         "cpu_cores_busy": cpu_used / args.duration,
@@ -234,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", type=int, default=RelocConfig.num_cells)
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
     ap.add_argument("--threads", type=int, default=0, help="the node's threads parameter (0: all cores)")
+    ap.add_argument("--head-precision", default="auto", help="the node's head_precision parameter")
+    ap.add_argument("--encoder-precision", default="auto", help="the node's encoder_precision parameter")
+    ap.add_argument("--no-refine", action="store_true", help="the node's refine parameter set to false")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")
     ap.add_argument("--workdir", default=str(REPO / "results" / "ros_node_latency"))
     ap.add_argument("--json", default=str(REPO / "results" / "ros_node_latency.json"))

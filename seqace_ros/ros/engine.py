@@ -28,6 +28,7 @@ class EngineSettings:
     image_height: int = 0  # 0: the map's own
     backend: str = "auto"
     head_precision: str = RelocConfig.precision
+    encoder_precision: str = RelocConfig.encoder_precision
     refine: bool = RelocConfig.refine
     threads: int = 0  # 0: all cores
     max_image_pixels: int | None = None  # None: the relocalizer's defaults
@@ -55,7 +56,8 @@ class LocalizationEngine:
     def _config(self) -> RelocConfig:
         s = self.settings
         cfg = replace(RelocConfig(), num_cells=s.num_cells, image_height=s.image_height or None,
-                      backend=s.backend, precision=s.head_precision, refine=s.refine)
+                      backend=s.backend, precision=s.head_precision,
+                      encoder_precision=s.encoder_precision, refine=s.refine)
         if s.threads:
             cfg = cfg.with_threads(s.threads)
         for name in ("max_image_pixels", "max_image_aspect_ratio"):

@@ -81,8 +81,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "Inference backend of the networks: auto (OpenVINO on a CPU where it is "
               "installed, else torch), torch or openvino.", choices=BACKENDS, read_only=True),
     ParamSpec("head_precision", _RELOC.precision, "Precision of the head: auto (bf16 where the CPU has it), "
-              "fp32, bf16, fp16, or int8 (OpenVINO backend and nncf; faster, slightly less precise at 1 cm: "
+              "fp32, bf16, fp16, or int8 (OpenVINO backend and nncf; faster, as precise once refined: "
               "benchmarks/README.md).", choices=HEAD_PRECISIONS, read_only=True),
+    ParamSpec("encoder_precision", _RELOC.encoder_precision, "Precision of the encoder: auto (bf16 where the "
+              "CPU has it), fp32, bf16, fp16, or int8 (OpenVINO backend and nncf, calibrated on the map's "
+              "keyframe images at load: faster, as precise once refined: benchmarks/README.md).",
+              choices=HEAD_PRECISIONS, read_only=True),
     ParamSpec("refine", _RELOC.refine, "Refine each pose by tracking the map's keyframes into the image "
               "(maps made with keyframes, the default since they came); more precise, a few ms more per "
               "frame (benchmarks/README.md, \"Keyframe refinement\").", read_only=True),
