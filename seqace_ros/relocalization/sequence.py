@@ -88,13 +88,12 @@ class SequenceConfig:
     # The joint estimate: native multi-frame RANSAC over the current frame's correspondences and
     # the inliers of the last multi_frames - 1 frames (at most history_points each), with the
     # relative poses from visual or given odometry. joint_landmarks adds the tracked landmarks as
-    # one more view. Thresholds as in the single-frame RANSAC (RelocConfig): 10 px, Huber 2 px.
+    # one more view. Thresholds and loss are RansacOptions' defaults, as for a single frame.
     multi_frames: int = 2
     history_points: int = 400
     joint_landmarks: bool = False
     ransac: ransac.RansacOptions = field(default_factory=lambda: ransac.RansacOptions(
-        inlier_threshold_px=10.0, refine_threshold_px=10.0, loss_scale_px=2.0, max_iterations=1000,
-        time_budget_ms=20.0, num_threads=1, seed=0))
+        max_iterations=1000, time_budget_ms=20.0, num_threads=1))
     # landmark update (SeqACE: 4 px reprojection gate, 5 px disc NMS, ~500 landmarks)
     update_reprojection_px: float = 4.0
     nms_radius_px: float = 5.0
