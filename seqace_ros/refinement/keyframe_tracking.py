@@ -15,6 +15,7 @@ reference pixels with their 3D points.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -54,9 +55,8 @@ class KeyframeSettings:
 
 @dataclass
 class TrackingConfig:
-    """How a regressed pose is refined against the keyframes (``enabled=False``: it is not)."""
+    """How a regressed pose is refined against the keyframes (RelocConfig.refine turns it on or off)."""
 
-    enabled: bool = True
     keyframes: int = 2  # nearest keyframes tracked into the query (3: slower, no more precise)
     max_angle_deg: float = 30.0
     window_px: int = 15  # as precise as larger windows, and faster (benchmarks/README.md)
@@ -156,6 +156,7 @@ def project(points: np.ndarray, K: np.ndarray, T_c2w: np.ndarray) -> tuple[np.nd
 
 
 _BOOTSTRAP = TriangulationSettings(max_reproj_px=2.0, min_angle_deg=0.2, min_views=2)
+IMAGE_CACHE = 128  # mapping frames held while keyframes are built (two images of each)
 
 
 def _neighbours(poses: np.ndarray, i: int, s: KeyframeSettings) -> np.ndarray:
@@ -182,18 +183,22 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
 
     s = settings or KeyframeSettings()
     t0 = time.perf_counter()
-    grays, norms, Ks = [], [], []
-    for f in tqdm(frames, desc="keyframes: images", disable=not progress, leave=False):
-        g = to_gray(f.load_image())
-        grays.append(g)
-        norms.append(normalize_for_tracking(g))
-        Ks.append(np.asarray(f.intrinsics(g.shape[1], g.shape[0]), np.float64))
     poses = np.stack([np.asarray(f.pose_c2w, np.float64) for f in frames])
-    Ks = np.stack(Ks)
+    Ks = np.tile(np.eye(3), (len(frames), 1, 1))  # filled as the frames are read
+
+    # Frames are read when a keyframe needs them; neighbours are near each other, so a bounded
+    # cache keeps the memory flat however long the recording.
+    @functools.lru_cache(maxsize=IMAGE_CACHE)
+    def image(j: int) -> tuple[np.ndarray, np.ndarray]:
+        g = to_gray(frames[j].load_image())
+        Ks[j] = np.asarray(frames[j].intrinsics(g.shape[1], g.shape[0]), np.float64)
+        return g, normalize_for_tracking(g)
+
     keyframes, n_corners, n_obs = [], 0, 0
-    for i in tqdm(range(0, len(frames), max(1, s.stride)), desc="keyframes: tracking", disable=not progress,
+    for i in tqdm(range(0, len(frames), max(1, s.stride)), desc="refinement keyframes", disable=not progress,
                   leave=False):
-        found = cv2.goodFeaturesToTrack(grays[i], s.corners, s.corner_quality, s.corner_distance_px, blockSize=7)
+        gray_i, norm_i = image(i)
+        found = cv2.goodFeaturesToTrack(gray_i, s.corners, s.corner_quality, s.corner_distance_px, blockSize=7)
         if found is None:
             continue
         xy = found.reshape(-1, 2).astype(np.float32)
@@ -204,11 +209,12 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         # so the long baselines that give precise depth start within a few pixels.
         X = None
         for j in _neighbours(poses, i, s):
+            norm_j = image(int(j))[1]
             init = _rotation_init(xy, Ks[i], poses[i], Ks[j], poses[j])
             if X is not None:
                 have = np.isfinite(X).all(axis=1)
                 init[have] = project(X[have], Ks[j], poses[j])[0]
-            pos, ok = track_between_views(norms[i], Ks[i], poses[i], norms[j], Ks[j], poses[j], xy, init,
+            pos, ok = track_between_views(norm_i, Ks[i], poses[i], norm_j, Ks[j], poses[j], xy, init,
                                           s.window_px, s.pyramid_levels, s.forward_backward_px, s.derotate)
             F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
             idx = np.flatnonzero(ok)
@@ -226,7 +232,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         n_obs += int(tri.obs_inlier.sum())
         if ref_ok.sum() < 8:
             continue
-        keyframes.append(Keyframe(grays[i], poses[i], Ks[i], xy[ref_ok], tri.points[ref_ok].astype(np.float32)))
+        keyframes.append(Keyframe(gray_i, poses[i], Ks[i].copy(), xy[ref_ok], tri.points[ref_ok].astype(np.float32)))
     stats = {"mapping_frames": len(frames), "keyframes": len(keyframes), "corners": n_corners,
              "points": int(sum(len(k.xy) for k in keyframes)), "observations": n_obs,
              "seconds": time.perf_counter() - t0, "settings": asdict(s)}
