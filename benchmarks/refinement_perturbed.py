@@ -2,7 +2,7 @@
 """The keyframe refinement alone: how precisely it corrects a perturbed ground-truth pose.
 
     python benchmarks/refinement_perturbed.py [--scene ../shared/data/7scenes_redkitchen_sfm]
-        [--noise-cm 1.0] [--noise-deg 0.3] [--every 5] [--build '{"stride": 3}']
+        [--noise-cm 0.5] [--noise-deg 0.15] [--every 5] [--build '{"stride": 3}']
         [--settings '{"window_px": 21}'] [--json OUT.json]
 
 Builds the map's refinement keyframes from the mapping frames (KeyframeSettings, overridable with
@@ -31,8 +31,8 @@ DEFAULT_SCENE = REPO.parent / "shared" / "data" / "7scenes_redkitchen_sfm"
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
-    ap.add_argument("--noise-cm", type=float, default=1.0, help="std of the position noise per axis")
-    ap.add_argument("--noise-deg", type=float, default=0.3, help="std of the rotation noise per axis")
+    ap.add_argument("--noise-cm", type=float, default=0.5, help="std of the position noise per axis")
+    ap.add_argument("--noise-deg", type=float, default=0.15, help="std of the rotation noise per axis")
     ap.add_argument("--every", type=int, default=5, help="use every n-th query")
     ap.add_argument("--build", default="{}", help="JSON overrides of KeyframeSettings")
     ap.add_argument("--settings", default="{}", help="JSON overrides of TrackingConfig")
