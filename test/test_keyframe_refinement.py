@@ -18,8 +18,9 @@ from seqace_ros.encoder import to_gray
 from seqace_ros.evaluation import localize_frames, summarize
 from seqace_ros.mapfile import MapFileError, load_map
 from seqace_ros.refinement.keyframe_tracking import (KeyframeRefiner, KeyframeSettings, build_keyframes,
-                                                     keyframes_from_arrays, keyframes_to_arrays, project)
+                                                     keyframes_from_arrays, keyframes_to_arrays)
 from seqace_ros.relocalization import RelocConfig, Relocalizer
+from seqace_ros.relocalization.pnp import project
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
@@ -49,8 +50,8 @@ def test_keyframe_points_lie_where_every_mapping_view_sees_them(room, keyframes)
     assert stats["keyframes"] >= 20 and stats["points"] >= 20 * 40, stats
     # Each point reprojects onto the pixel that defines it in its keyframe...
     for kf in kfs:
-        uv, z = project(kf.points.astype(np.float64), kf.K, kf.pose_c2w)
-        assert np.all(z > 0)
+        uv, front = project(kf.points.astype(np.float64), kf.K, kf.pose_c2w)
+        assert np.all(front)
         assert np.median(np.linalg.norm(uv - kf.xy, axis=1)) < 0.5
     # ...and onto the same surface patch in a mapping frame that is not a keyframe: track it there
     # from the projection with LK and it stays within a pixel.
@@ -59,8 +60,8 @@ def test_keyframe_points_lie_where_every_mapping_view_sees_them(room, keyframes)
     kf, other = kfs[4], frames[4 * 5 + 2]
     img = to_gray(other.load_image())
     K = other.intrinsics(img.shape[1], img.shape[0])
-    uv, z = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
-    inside = (z > 0) & (uv[:, 0] > 10) & (uv[:, 1] > 10) & (uv[:, 0] < img.shape[1] - 10) & (uv[:, 1] < img.shape[0] - 10)
+    uv, front = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
+    inside = front & (uv[:, 0] > 10) & (uv[:, 1] > 10) & (uv[:, 0] < img.shape[1] - 10) & (uv[:, 1] < img.shape[0] - 10)
     pos, ok = track_patches(normalize_for_tracking(kf.image), normalize_for_tracking(img), kf.xy[inside],
                             uv[inside], 21, 2, 0.5)
     assert ok.sum() >= 20

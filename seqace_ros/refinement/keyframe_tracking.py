@@ -23,7 +23,9 @@ import cv2
 import numpy as np
 
 from .. import ransac
+from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
+from ..relocalization.pnp import project
 from .triangulation import TriangulationSettings, triangulate_tracks
 
 
@@ -130,7 +132,7 @@ def track_between_views(src: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, d
     by the translation's parallax (LK models a shift, not an in-plane rotation or a tilt)."""
     if not derotate:
         return track_patches(src, dst, xy, init, window, levels, fb_px)
-    H = K_dst @ T_dst[:3, :3].T @ T_src[:3, :3] @ np.linalg.inv(K_src)
+    H = _rotation_homography(K_src, T_src, K_dst, T_dst)
     warped = cv2.warpPerspective(src, H, (dst.shape[1], dst.shape[0]), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
     h = np.hstack([xy, np.ones((len(xy), 1))]) @ H.T
@@ -140,19 +142,18 @@ def track_between_views(src: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, d
     return pos, ok & ok_w
 
 
+def _rotation_homography(K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray, T_dst: np.ndarray
+                         ) -> np.ndarray:
+    """Pixels of the source to the destination under the rotation between the cameras alone."""
+    return K_dst @ T_dst[:3, :3].T @ T_src[:3, :3] @ np.linalg.inv(K_src)
+
+
 def _rotation_init(xy: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray,
                    T_dst: np.ndarray) -> np.ndarray:
     """Where ``xy`` would land under the rotation between the cameras alone (points at infinity)."""
-    H = K_dst @ T_dst[:3, :3].T @ T_src[:3, :3] @ np.linalg.inv(K_src)
+    H = _rotation_homography(K_src, T_src, K_dst, T_dst)
     h = np.hstack([xy, np.ones((len(xy), 1))]) @ H.T
     return (h[:, :2] / h[:, 2:3]).astype(np.float32)
-
-
-def project(points: np.ndarray, K: np.ndarray, T_c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    Xc = (points - T_c2w[:3, 3]) @ T_c2w[:3, :3]
-    z = Xc[:, 2]
-    uv = Xc[:, :2] / np.maximum(z, 1e-9)[:, None] @ K[:2, :2].T + K[:2, 2]
-    return uv.astype(np.float32), z
 
 
 _BOOTSTRAP = TriangulationSettings(max_reproj_px=2.0, min_angle_deg=0.2, min_views=2)
@@ -213,7 +214,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             init = _rotation_init(xy, Ks[i], poses[i], Ks[j], poses[j])
             if X is not None:
                 have = np.isfinite(X).all(axis=1)
-                init[have] = project(X[have], Ks[j], poses[j])[0]
+                init[have] = project(X[have], Ks[j], poses[j])[0].astype(np.float32)
             pos, ok = track_between_views(norm_i, Ks[i], poses[i], norm_j, Ks[j], poses[j], xy, init,
                                           s.window_px, s.pyramid_levels, s.forward_backward_px, s.derotate)
             F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
@@ -287,10 +288,6 @@ class TrackedRefinement:
     time_ms: float = 0.0
 
 
-def _angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-
-
 class KeyframeRefiner:
     """Refines regressed poses by tracking the nearest keyframes' reference patches into the query."""
 
@@ -320,8 +317,8 @@ class KeyframeRefiner:
         gray = normalize_for_tracking(gray)
         for k in self.nearest(pose_c2w):
             kf = self.keyframes[k]
-            init, z = project(kf.points.astype(np.float64), K, pose_c2w)
-            vis = (z > 0.05) & (init[:, 0] >= 0) & (init[:, 1] >= 0) & (init[:, 0] < w) & (init[:, 1] < h)
+            init, front = project(kf.points.astype(np.float64), K, pose_c2w)
+            vis = front & (init[:, 0] >= 0) & (init[:, 1] >= 0) & (init[:, 0] < w) & (init[:, 1] < h)
             idx = np.flatnonzero(vis)
             pos, ok = track_between_views(self.images[k], kf.K, kf.pose_c2w, gray, K, pose_c2w, kf.xy[idx],
                                           init[idx], c.window_px, c.pyramid_levels, c.forward_backward_px,
@@ -354,8 +351,7 @@ class KeyframeRefiner:
             return done(TrackedRefinement(False, num_tracks=len(p2), num_inliers=int(res.num_inliers),
                                           keyframes=used, message=f"refinement RANSAC failed: {res.message}"))
         pose = np.asarray(res.T_c2w, np.float64)
-        shift = float(np.linalg.norm(pose[:3, 3] - pose_c2w[:3, 3]))
-        turn = _angle_deg(pose[:3, :3].T @ pose_c2w[:3, :3])
+        shift, turn = pose_errors(pose, pose_c2w)
         out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)
         if out.num_inliers < c.min_inlier_ratio * len(p2):
