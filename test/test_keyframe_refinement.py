@@ -95,6 +95,59 @@ def test_a_perturbed_pose_is_pulled_back_to_the_truth(room, keyframes):
     assert not r.accepted and r.message
 
 
+def test_few_distant_views_get_keyframes_from_the_maps_scene_coordinates(room, room_map):
+    """Where fewer than min_neighbours views lie within the neighbour distance, the map's scene
+    coordinates say how far neighbours may be (by depth) and where LK starts; without them such
+    keyframes cannot be built."""
+    frames = load_split(room, "train")[::25]  # 6 views, 16-24 cm apart
+    settings = KeyframeSettings(stride=1, neighbour_max_distance_m=0.1, wide_baseline_depth_ratio=0.2)
+    reloc = Relocalizer(load_map(room_map), RelocConfig(refine=False), device="cpu")
+    kfs, stats = build_keyframes(frames, settings, progress=False, predict=reloc.scene_coordinates)
+    assert stats["wide_baseline"] == len(frames) and stats["keyframes"] >= 4, stats
+    assert build_keyframes(frames, settings, progress=False)[1]["keyframes"] == 0
+    # The points lie where the images say: tracked from a keyframe into a view halfway to the next
+    # one (never used to build them), they land within half a pixel of their projection.
+    from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking, track_patches
+
+    all_frames = load_split(room, "train")
+    centres = np.stack([np.asarray(f.pose_c2w)[:3, 3] for f in all_frames])
+    for kf in kfs[1:3]:
+        i = int(np.argmin(np.linalg.norm(centres - kf.pose_c2w[:3, 3], axis=1)))
+        other = all_frames[min(i + 12, len(all_frames) - 1)]
+        img = to_gray(other.load_image())
+        K = other.intrinsics(img.shape[1], img.shape[0])
+        uv, front = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
+        inside = front & (uv[:, 0] > 10) & (uv[:, 1] > 10) & (uv[:, 0] < img.shape[1] - 10) & (uv[:, 1] < img.shape[0] - 10)
+        pos, ok = track_patches(normalize_for_tracking(kf.image), normalize_for_tracking(img), kf.xy[inside],
+                                uv[inside], 21, 2, 0.5)
+        assert ok.sum() >= 20
+        assert np.median(np.linalg.norm(pos[ok] - uv[inside][ok], axis=1)) < 0.5
+
+
+def test_a_pose_beyond_the_tight_search_is_refined_by_the_wide_one(room, keyframes):
+    """A start several pixels off (more than the tight search's shift bound) is found by the wide
+    search and then refined by the tight one; with the wide search off it is mostly kept."""
+    from seqace_ros.refinement.keyframe_tracking import TrackingConfig
+
+    wide = KeyframeRefiner(keyframes[0])
+    tight = KeyframeRefiner(keyframes[0], TrackingConfig(wide_search=False))
+    rng = np.random.default_rng(1)
+    start_err, end_err, counts = [], [], {"wide": 0, "tight": 0}
+    for f in load_split(room, "test")[::2]:
+        img = to_gray(f.load_image())
+        K = f.intrinsics(img.shape[1], img.shape[0])
+        gt = np.asarray(f.pose_c2w, np.float64)
+        start = _perturb(gt, rng, 3.0, 1.0)
+        r = wide.refine(img, K, start)
+        counts["wide"] += r.accepted
+        counts["tight"] += tight.refine(img, K, start).accepted
+        start_err.append(np.linalg.norm(start[:3, 3] - gt[:3, 3]))
+        end_err.append(np.linalg.norm((r.pose_c2w if r.accepted else start)[:3, 3] - gt[:3, 3]))
+    n = len(end_err)
+    assert counts["wide"] >= 0.8 * n and counts["tight"] < 0.6 * counts["wide"], counts
+    assert np.median(end_err) < 0.15 * np.median(start_err), (np.median(start_err), np.median(end_err))
+
+
 def test_relocalizer_refines_by_default_and_not_when_told(room, room_map):
     scene_map = load_map(room_map)
     assert scene_map.keyframes, "train_map stores keyframes by default"

@@ -196,7 +196,19 @@ def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progre
     from ..refinement.keyframe_tracking import KeyframeSettings, build_keyframes, keyframes_to_arrays
 
     settings = KeyframeSettings(stride=stride)
-    keyframes, stats = build_keyframes(frames, settings, progress)
+    relocalizer = None
+
+    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Built on first use: only scenes with few, distant views need the map's scene coordinates.
+        nonlocal relocalizer
+        if relocalizer is None:
+            from ..relocalization.single import Relocalizer
+            from ..settings import RelocConfig
+            relocalizer = Relocalizer(scene_map, RelocConfig(refine=False).with_threads(torch.get_num_threads()),
+                                      device="cpu")
+        return relocalizer.scene_coordinates(image)
+
+    keyframes, stats = build_keyframes(frames, settings, progress, predict)
     if not keyframes:
         log.warning("no refinement keyframes: no corner could be tracked and triangulated "
                     "(%d mapping frames); poses will not be refined", len(frames))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -33,8 +34,12 @@ from .triangulation import TriangulationSettings, triangulate_tracks
 class KeyframeSettings:
     """How the keyframe refinement data is built from the mapping frames."""
 
-    stride: int = 3  # every stride-th mapping frame is a keyframe
-    corners: int = 600  # reference pixels per keyframe (Shi-Tomasi corners)
+    # Every stride-th mapping frame is a keyframe, and so is any frame further than the neighbour
+    # distance (or angle) from all keyframes chosen before it: few views far apart are all kept.
+    stride: int = 3
+    # Reference pixels (Shi-Tomasi corners) per keyframe of 640x480, in proportion to the area for
+    # other sizes: the same density on a high-resolution camera.
+    corners: int = 600
     corner_quality: float = 0.005
     corner_distance_px: int = 10
     # Mapping frames each keyframe's corners are tracked into. LK follows a patch reliably only
@@ -43,6 +48,12 @@ class KeyframeSettings:
     neighbour_max_angle_deg: float = 30.0
     neighbour_max_distance_m: float = 0.4
     neighbour_min_baseline_m: float = 0.03
+    # Few views far apart (a building photographed from a few places): when fewer than
+    # min_neighbours lie within the distance above, the nearest ones up to this share of the
+    # keyframe's scene depth are used, and LK starts from the map's own scene coordinates
+    # (the rotation alone is too far off there).
+    min_neighbours: int = 2
+    wide_baseline_depth_ratio: float = 0.5
     window_px: int = 21
     pyramid_levels: int = 4
     forward_backward_px: float = 0.5
@@ -78,7 +89,25 @@ class TrackingConfig:
     min_inlier_ratio: float = 0.4
     max_correction_m: float = 0.25
     max_correction_deg: float = 5.0
+    # ... or up to this share of the scene's depth (a building seen from metres away).
+    max_correction_depth_ratio: float = 0.1
     time_budget_ms: float = 10.0
+    # RANSAC's adaptive stop ends after a few dozen hypotheses on these tracks; more of them find
+    # a pose more tracks agree with (+3 points at 1 cm on redkitchen, benchmarks/README.md).
+    min_iterations: int = 300
+    # When the tight search finds too little (the regressed pose further off than a few pixels, as
+    # with few mapping views far apart), a wide one: a deeper pyramid, shifts up to this share of
+    # the image width and a looser RANSAC; its pose then starts the tight search again, whose
+    # result is the one judged. False: one tight pass only.
+    wide_search: bool = True
+    wide_window_px: int = 21
+    wide_pyramid_levels: int = 4
+    wide_max_shift_ratio: float = 0.06
+    wide_inlier_threshold_px: float = 4.0
+    wide_refine_threshold_px: float = 2.0
+    # A pose found by the wide search is trusted only when more of the tight tracks agree with it
+    # than a regressed one needs: starting far off, patches slide onto look-alike structure more.
+    wide_min_inlier_ratio: float = 0.5
 
 
 @dataclass
@@ -94,8 +123,9 @@ def normalize_for_tracking(gray: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """uint8 image of local contrast (pixel minus local mean, over local deviation): LK assumes
     constant brightness, and frames taken minutes apart differ in exposure."""
     g = gray.astype(np.float32)
-    mean = cv2.GaussianBlur(g, (0, 0), sigma)
-    dev = np.sqrt(np.maximum(cv2.GaussianBlur(g * g, (0, 0), sigma) - mean * mean, 0.0)) + 4.0
+    k = 2 * int(np.ceil(3.0 * sigma)) + 1  # +-3 sigma (OpenCV's own choice for float is +-4: slower, same result)
+    mean = cv2.GaussianBlur(g, (k, k), sigma)
+    dev = cv2.sqrt(cv2.max(cv2.GaussianBlur(g * g, (k, k), sigma) - mean * mean, 0.0)) + 4.0
     return np.clip(128.0 + 40.0 * (g - mean) / dev, 0, 255).astype(np.uint8)
 
 
@@ -160,12 +190,30 @@ _BOOTSTRAP = TriangulationSettings(max_reproj_px=2.0, min_angle_deg=0.2, min_vie
 IMAGE_CACHE = 128  # mapping frames held while keyframes are built (two images of each)
 
 
-def _neighbours(poses: np.ndarray, i: int, s: KeyframeSettings) -> np.ndarray:
+def _keyframe_indices(poses: np.ndarray, s: KeyframeSettings) -> list[int]:
+    """Every stride-th frame, and any frame no chosen keyframe covers (for coverage where views are few)."""
+    chosen: list[int] = []
+    c, axis = poses[:, :3, 3], poses[:, :3, 2]
+    for i in range(len(poses)):
+        if chosen and i % max(1, s.stride):
+            d = np.linalg.norm(c[chosen] - c[i], axis=1)
+            ang = np.degrees(np.arccos(np.clip(axis[chosen] @ axis[i], -1.0, 1.0)))
+            if ((d <= s.neighbour_max_distance_m) & (ang <= s.neighbour_max_angle_deg)).any():
+                continue
+        chosen.append(i)
+    return chosen
+
+
+def _neighbours(poses: np.ndarray, i: int, s: KeyframeSettings, max_distance_m: float | None = None
+                ) -> np.ndarray:
     c = poses[:, :3, 3]
     d = np.linalg.norm(c - c[i], axis=1)
     ang = np.degrees(np.arccos(np.clip(poses[:, :3, 2] @ poses[i, :3, 2], -1.0, 1.0)))
-    ok = (ang <= s.neighbour_max_angle_deg) & (d <= s.neighbour_max_distance_m) & (d >= s.neighbour_min_baseline_m)
-    cand = np.flatnonzero(ok)
+    usable = (ang <= s.neighbour_max_angle_deg) & (d >= s.neighbour_min_baseline_m)
+    if max_distance_m is not None:  # few views: the nearest ones within the wider bound
+        cand = np.flatnonzero(usable & (d <= max_distance_m))
+        return cand[np.argsort(d[cand])][: s.neighbours]
+    cand = np.flatnonzero(usable & (d <= s.neighbour_max_distance_m))
     if len(cand) <= s.neighbours:
         return cand[np.argsort(d[cand])]
     # Spread the picks over the candidates' baselines: short ones track reliably, long ones
@@ -174,9 +222,30 @@ def _neighbours(poses: np.ndarray, i: int, s: KeyframeSettings) -> np.ndarray:
     return cand[np.unique(np.linspace(0, len(cand) - 1, s.neighbours).round().astype(int))]  # ascending
 
 
-def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: bool = True
-                    ) -> tuple[list[Keyframe], dict]:
-    """Keyframes with their tracked-and-triangulated reference pixels from posed mapping ``frames``."""
+SceneCoordinates = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _predicted_points(predict: SceneCoordinates, image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """The map's scene coordinate for each pixel ``xy`` of ``image``: that of the nearest cell."""
+    cells, points = predict(image)
+    out = np.full((len(xy), 3), np.nan)
+    if len(cells) == 0:
+        return out
+    for a in range(0, len(xy), 256):  # bounded memory: (256, cells) distances at a time
+        d = ((xy[a:a + 256, None, :] - cells[None, :, :]) ** 2).sum(-1)
+        out[a:a + 256] = points[d.argmin(axis=1)]
+    return out
+
+
+def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: bool = True,
+                    predict: SceneCoordinates | None = None) -> tuple[list[Keyframe], dict]:
+    """Keyframes with their tracked-and-triangulated reference pixels from posed mapping ``frames``.
+
+    ``predict(image)`` (optional): the map's scene coordinates for an image, as cell pixels (M, 2)
+    and world points (M, 3). Where the views are few and far apart (fewer than
+    ``min_neighbours`` within ``neighbour_max_distance_m``) it sets how far the neighbours may be
+    (by the keyframe's scene depth) and where LK starts; without it such keyframes are skipped.
+    """
     from tqdm import tqdm
 
     from ..encoder import to_gray
@@ -195,21 +264,31 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         Ks[j] = np.asarray(frames[j].intrinsics(g.shape[1], g.shape[0]), np.float64)
         return g, normalize_for_tracking(g)
 
-    keyframes, n_corners, n_obs = [], 0, 0
-    for i in tqdm(range(0, len(frames), max(1, s.stride)), desc="refinement keyframes", disable=not progress,
-                  leave=False):
+    keyframes, n_corners, n_obs, n_wide = [], 0, 0, 0
+    for i in tqdm(_keyframe_indices(poses, s), desc="refinement keyframes", disable=not progress, leave=False):
         gray_i, norm_i = image(i)
-        found = cv2.goodFeaturesToTrack(gray_i, s.corners, s.corner_quality, s.corner_distance_px, blockSize=7)
+        n_wanted = max(1, round(s.corners * gray_i.size / (640 * 480)))
+        found = cv2.goodFeaturesToTrack(gray_i, n_wanted, s.corner_quality, s.corner_distance_px, blockSize=7)
         if found is None:
             continue
         xy = found.reshape(-1, 2).astype(np.float32)
         n_corners += len(xy)
         obs_track, obs_image, obs_xy = [np.arange(len(xy))], [np.full(len(xy), i)], [xy]
+        neighbours, X = _neighbours(poses, i, s), None
+        if len(neighbours) < s.min_neighbours and predict is not None:
+            # Few views, far apart: the map's scene coordinates say how deep the scene is (so how
+            # far a neighbour may be) and where each corner lands in the first neighbour.
+            X = _predicted_points(predict, frames[i].load_image(), xy)
+            z = (X - poses[i][:3, 3]) @ poses[i][:3, 2]
+            z = z[np.isfinite(z) & (z > 0)]
+            if len(z):
+                neighbours = _neighbours(poses, i, s, s.wide_baseline_depth_ratio * float(np.median(z)))
+                n_wide += 1
         # Neighbours from the shortest baseline to the longest: each one's LK starts where the
-        # point triangulated from the earlier ones projects (the rotation alone for the first),
-        # so the long baselines that give precise depth start within a few pixels.
-        X = None
-        for j in _neighbours(poses, i, s):
+        # point triangulated from the earlier ones (or predicted by the map) projects, the
+        # rotation alone for the first, so the long baselines that give precise depth start
+        # within a few pixels.
+        for j in neighbours:
             norm_j = image(int(j))[1]
             init = _rotation_init(xy, Ks[i], poses[i], Ks[j], poses[j])
             if X is not None:
@@ -225,7 +304,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             obs_xy.append(pos[idx])
             so_far = triangulate_tracks(np.concatenate(obs_track), np.concatenate(obs_image),
                                         np.concatenate(obs_xy), poses, Ks, len(xy), _BOOTSTRAP)
-            X = np.where(so_far.valid[:, None], so_far.points, np.nan)
+            X = np.where(so_far.valid[:, None], so_far.points, X if X is not None else np.nan)
         tri = triangulate_tracks(np.concatenate(obs_track), np.concatenate(obs_image), np.concatenate(obs_xy),
                                  poses, Ks, len(xy), s.triangulation)
         # The reference observation must be among the inliers: the point is defined by that pixel.
@@ -234,7 +313,8 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         if ref_ok.sum() < 8:
             continue
         keyframes.append(Keyframe(gray_i, poses[i], Ks[i].copy(), xy[ref_ok], tri.points[ref_ok].astype(np.float32)))
-    stats = {"mapping_frames": len(frames), "keyframes": len(keyframes), "corners": n_corners,
+    stats = {"mapping_frames": len(frames), "keyframes": len(keyframes), "wide_baseline": n_wide,
+             "corners": n_corners,
              "points": int(sum(len(k.xy) for k in keyframes)), "observations": n_obs,
              "seconds": time.perf_counter() - t0, "settings": asdict(s)}
     return keyframes, stats
@@ -309,21 +389,23 @@ class KeyframeRefiner:
         order = np.argsort(score)
         return order[ang[order] <= self.config.max_angle_deg][: self.config.keyframes]
 
-    def correspondences(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray
+    def correspondences(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, wide: bool = False
                         ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """2D-3D matches of the nearest keyframes' points in ``gray`` (already normalized by
+        :func:`normalize_for_tracking`), tracked from where ``pose_c2w`` projects them."""
         c = self.config
-        p2, p3, used = [], [], []
+        window, levels = (c.wide_window_px, c.wide_pyramid_levels) if wide else (c.window_px, c.pyramid_levels)
         h, w = gray.shape
-        gray = normalize_for_tracking(gray)
+        max_shift = c.wide_max_shift_ratio * w if wide else c.max_shift_px
+        p2, p3, used = [], [], []
         for k in self.nearest(pose_c2w):
             kf = self.keyframes[k]
             init, front = project(kf.points.astype(np.float64), K, pose_c2w)
             vis = front & (init[:, 0] >= 0) & (init[:, 1] >= 0) & (init[:, 0] < w) & (init[:, 1] < h)
             idx = np.flatnonzero(vis)
             pos, ok = track_between_views(self.images[k], kf.K, kf.pose_c2w, gray, K, pose_c2w, kf.xy[idx],
-                                          init[idx], c.window_px, c.pyramid_levels, c.forward_backward_px,
-                                          c.derotate)
-            ok &= np.linalg.norm(pos - init[idx], axis=1) <= c.max_shift_px
+                                          init[idx], window, levels, c.forward_backward_px, c.derotate)
+            ok &= np.linalg.norm(pos - init[idx], axis=1) <= max_shift
             p2.append(pos[ok])
             p3.append(kf.points[idx[ok]])
             used.append(int(k))
@@ -332,34 +414,50 @@ class KeyframeRefiner:
         return np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64), tuple(used)
 
     def refine(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, seed: int = 0) -> TrackedRefinement:
+        """The refined pose of the image ``gray`` whose regressed pose is ``pose_c2w`` (``accepted``
+        says whether it is trusted)."""
         t0 = time.perf_counter()
+        norm = normalize_for_tracking(gray)
+        out = self._attempt(norm, K, pose_c2w, pose_c2w, seed, wide=False)
+        if not out.accepted and self.config.wide_search:
+            coarse = self._attempt(norm, K, pose_c2w, pose_c2w, seed, wide=True)
+            if coarse.accepted:
+                out = self._attempt(norm, K, coarse.pose_c2w, pose_c2w, seed, wide=False,
+                                    min_ratio=self.config.wide_min_inlier_ratio)
+                out.message = ("wide search, then " if out.accepted else "after a wide search: ") + out.message
+            else:
+                out.message += f"; wide search: {coarse.message}"
+        out.time_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+    def _attempt(self, norm: np.ndarray, K: np.ndarray, start_c2w: np.ndarray, regressed_c2w: np.ndarray,
+                 seed: int, wide: bool, min_ratio: float | None = None) -> TrackedRefinement:
+        """One tracking pass from ``start_c2w``, judged against the regressed pose."""
         c = self.config
-        p2, p3, used = self.correspondences(gray, K, pose_c2w)
-
-        def done(r: TrackedRefinement) -> TrackedRefinement:
-            r.time_ms = (time.perf_counter() - t0) * 1000.0
-            return r
-
+        min_ratio = c.min_inlier_ratio if min_ratio is None else min_ratio
+        p2, p3, used = self.correspondences(norm, K, start_c2w, wide)
         if len(p2) < c.min_inliers:
-            return done(TrackedRefinement(False, num_tracks=len(p2), keyframes=used,
-                                          message=f"only {len(p2)} patches tracked from {len(used)} keyframes"))
-        res = ransac.estimate_pose(p2, p3, K, inlier_threshold_px=c.inlier_threshold_px,
-                                   refine_threshold_px=c.refine_threshold_px, scoring="hard",
-                                   min_inliers=c.min_inliers, time_budget_ms=c.time_budget_ms,
-                                   num_threads=self.threads, seed=seed, loss_scale_px=1.0)
+            return TrackedRefinement(False, num_tracks=len(p2), keyframes=used,
+                                     message=f"only {len(p2)} patches tracked from {len(used)} keyframes")
+        res = ransac.estimate_pose(
+            p2, p3, K, inlier_threshold_px=c.wide_inlier_threshold_px if wide else c.inlier_threshold_px,
+            refine_threshold_px=c.wide_refine_threshold_px if wide else c.refine_threshold_px, scoring="hard",
+            min_inliers=c.min_inliers, min_iterations=c.min_iterations, time_budget_ms=c.time_budget_ms,
+            num_threads=self.threads, seed=seed, loss_scale_px=1.0)
         if not res.success:
-            return done(TrackedRefinement(False, num_tracks=len(p2), num_inliers=int(res.num_inliers),
-                                          keyframes=used, message=f"refinement RANSAC failed: {res.message}"))
+            return TrackedRefinement(False, num_tracks=len(p2), num_inliers=int(res.num_inliers),
+                                     keyframes=used, message=f"refinement RANSAC failed: {res.message}")
         pose = np.asarray(res.T_c2w, np.float64)
-        shift, turn = pose_errors(pose, pose_c2w)
+        shift, turn = pose_errors(pose, regressed_c2w)
         out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)
-        if out.num_inliers < c.min_inlier_ratio * len(p2):
+        if out.num_inliers < min_ratio * len(p2):
             out.message = f"only {out.num_inliers} of {len(p2)} tracked patches agree: not trusted"
-            return done(out)
-        if shift > c.max_correction_m or turn > c.max_correction_deg:
+            return out
+        depth = float(np.median((p3 - pose[:3, 3]) @ pose[:3, 2]))
+        if shift > max(c.max_correction_m, c.max_correction_depth_ratio * depth) or turn > c.max_correction_deg:
             out.message = f"refined pose {shift:.3f} m / {turn:.2f} deg from the regressed one: not trusted"
-            return done(out)
+            return out
         out.accepted = True
         out.message = f"refined with {out.num_inliers} of {len(p2)} tracked patches"
-        return done(out)
+        return out

@@ -148,6 +148,16 @@ class Relocalizer:
         result.timing_ms = timing
         return result
 
+    @torch.no_grad()
+    def scene_coordinates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The map's scene coordinates for every cell of ``image``: pixels (M, 2) in the image's
+        own coordinates and world points (M, 3)."""
+        enc = self.encoder.encode(image)
+        valid = torch.nonzero(enc.valid).squeeze(1)
+        pos = enc.keypoints if self.use_keypoints else enc.centers
+        return ((pos[valid].cpu().numpy() - PIXEL_CENTER_OFFSET).astype(np.float64),
+                self.regress(enc.features[valid]).cpu().numpy().astype(np.float64))
+
     def refine(self, result: RelocResult, image: np.ndarray, K: np.ndarray, timing: dict | None = None) -> None:
         """Replace ``result``'s regressed pose by the keyframe-tracked one where that is trusted
         (``result.refinement`` says what happened either way)."""
