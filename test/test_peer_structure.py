@@ -186,3 +186,20 @@ def test_corrupt_cache_entry_is_rebuilt(floor_scene, tmp_path):
                            log=messages.append)
     assert not report["map_from_cache"] and report["localized"] == 1
     assert any("unreadable" in m for m in messages)
+
+
+def test_few_mapping_views_far_apart_are_paired_exhaustively(floor_scene, tmp_path):
+    """A handful of photos metres apart (Strecha): with fewer mapping frames than
+    exhaustive_below, every pair within the angle bound is matched, whatever the distance bound."""
+    from dataclasses import replace
+
+    peer = _load_peer_script()
+    ms = peer.default_map_settings("sift")
+    far = replace(ms, structure=replace(ms.structure, pair_max_distance_m=0.01))  # no pair this close
+    report = peer.run_peer(floor_scene, "sift", threads=1, cache_dir=tmp_path / "a", map_settings=far,
+                           progress=False, log=lambda *_: None)
+    assert report["localized"] == 3
+    strict = replace(far, structure=replace(far.structure, exhaustive_below=0))
+    with pytest.raises(ValueError, match="no mapping pairs"):
+        peer.run_peer(floor_scene, "sift", threads=1, cache_dir=tmp_path / "b", map_settings=strict,
+                      progress=False, log=lambda *_: None)

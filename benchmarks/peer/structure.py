@@ -27,6 +27,9 @@ class StructureSettings:
     pair_max_angle_deg: float = 30.0
     pair_max_distance_m: float = 1.0
     pair_min_baseline_m: float = 0.03
+    # Fewer mapping frames than this: every pair within the angle bound, however far apart (hloc's
+    # exhaustive pairs for small sets; a few photos of a building are metres apart).
+    exhaustive_below: int = 30
     match_ratio: float = 0.9
     match_mutual: bool = True
     match_precision: str = "bfloat16"  # similarity matmul; see descriptor_matching.similarity
@@ -74,8 +77,9 @@ def structure_from_known_poses(feats: list[LocalFeatures], poses: np.ndarray, Ks
     t0 = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in feats])])
     node_image = np.repeat(np.arange(len(feats)), np.diff(offsets))
-    pairs = select_pairs(poses, settings.pairs_per_frame, settings.pair_max_angle_deg,
-                         settings.pair_max_distance_m, settings.pair_min_baseline_m)
+    few = len(feats) < settings.exhaustive_below
+    pairs = select_pairs(poses, len(feats) if few else settings.pairs_per_frame, settings.pair_max_angle_deg,
+                         np.inf if few else settings.pair_max_distance_m, settings.pair_min_baseline_m)
     if len(pairs) == 0:
         raise ValueError("no mapping pairs: no two mapping frames look the same way within "
                          f"{settings.pair_max_distance_m} m / {settings.pair_max_angle_deg} deg")
