@@ -345,3 +345,23 @@ def test_cameras_stay_clear_of_the_geometry(room, repetitive):
         for pose in np.concatenate([tr.mapping.poses[::6], tr.query.poses[::6]]):
             depth = render_frame(scene, pose, K_small, 64, 48, with_depth=True).depth
             assert depth.min() > 0.3
+
+
+def test_courtyard_is_building_scale_and_grows_with_its_size(K):
+    """The courtyard kind: facades metres away (not a room), closed above by the sky so no ray is
+    lost, cameras clear of the walls, and its length set by size_m (refused for the other kinds)."""
+    small, large = make_scene("courtyard", seed=0, ppm=PPM, size_m=12), make_scene("courtyard", seed=0, ppm=PPM,
+                                                                                   size_m=24)
+    assert large.bounds[1][0] == pytest.approx(24.0) and small.bounds[1][0] == pytest.approx(12.0)
+    for scene in (small, large):
+        tr = make_trajectories(scene, 200, 20, seed=1, speed=2.0)
+        extent = np.ptp(tr.mapping.poses[:, :3, 3], axis=0)
+        assert extent[0] > 0.4 * (scene.bounds[1][0] - 6.0)  # the drive spans most of the court
+        for pose in tr.mapping.poses[::40]:
+            r = render_frame(scene, pose, K, W, H, with_depth=True)
+            assert (r.face >= 0).all()
+            assert np.median(r.depth) > 3.0 and r.depth.min() > 0.5
+    with pytest.raises(ValueError, match="size"):
+        make_scene("room", seed=0, ppm=PPM, size_m=20)
+    with pytest.raises(ValueError, match="12..120"):
+        make_scene("courtyard", seed=0, ppm=PPM, size_m=500)

@@ -1,4 +1,5 @@
-"""The scene kinds: a furnished room with unique textures everywhere, and a repetitive room.
+"""The scene kinds: a furnished room with unique textures everywhere, a repetitive room, and a
+building-scale courtyard.
 
 Both are z-up, in metres, with a region in front of the main wall where trajectories go (about
 the extent of the 7-Scenes redkitchen trajectory: 2 x 0.6 x 1 m) and a mean viewing direction
@@ -39,10 +40,10 @@ def _lamp(rng, h, w, ppm):
 
 
 def _add_box(b: SceneBuilder, lo, hi, materials: dict[str, Material] | Material,
-             bottom: bool = False, name: str = "box") -> None:
+             bottom: bool = False, name: str = "box", ppm: float | None = None) -> None:
     for side, face in box_faces(np.array(lo), np.array(hi), bottom=bottom, name=name).items():
         mat = materials.get(side, materials.get("*")) if isinstance(materials, dict) else materials
-        b.add(face, material=mat)
+        b.add(face, material=mat, ppm=ppm)
 
 
 def build_room(seed: int, ppm: float = DEFAULT_PPM) -> Scene:
@@ -164,6 +165,79 @@ def build_repetitive(seed: int, ppm: float = DEFAULT_PPM, module_m: float = 1.0)
                    extra={"module_m": module_m})
 
 
+def _facade_bay(window_kind: str) -> Material:
+    """One bay of a facade: a plaster or concrete wall with a window (or a shop front / door
+    with a sign on the ground floor) and some weathering."""
+    def make(rng, h, w, ppm):
+        img = (tx.plaster if rng.random() < 0.6 else tx.concrete)(rng, h, w, ppm)
+        if window_kind == "shop":
+            ww, wh = int(0.7 * w), int(0.55 * h)
+            x0, y0 = (w - ww) // 2, h - wh - int(0.05 * h)
+            img[y0:y0 + wh, x0:x0 + ww] = tx.window(rng, wh, ww, ppm)
+            sh = max(8, int(0.18 * h))
+            img[max(0, y0 - sh - 4):y0 - 4, x0:x0 + ww] = tx.poster(rng, min(sh, y0 - 4), ww)
+        else:
+            ww, wh = int(rng.uniform(0.35, 0.55) * w), int(rng.uniform(0.4, 0.55) * h)
+            x0, y0 = (w - ww) // 2 + int(rng.uniform(-0.1, 0.1) * w), int(0.25 * h)
+            img[y0:y0 + wh, x0:x0 + ww] = tx.window(rng, wh, ww, ppm)
+        return tx.decorate_wall(rng, img, ppm, coverage=0.08)
+    return make
+
+
+def _sky(rng, h, w, ppm):
+    view = tx._u8(tx.gradient(h, w, np.float32([235, 205, 170]), np.float32([250, 235, 215]), np.pi / 2))
+    clouds = tx.value_noise(rng, h, w, cell=w / 4, octaves=4)
+    return tx._u8(view.astype(np.float32) + 50 * np.clip(clouds - 0.5, 0, 1)[..., None])
+
+
+def build_courtyard(seed: int, ppm: float = DEFAULT_PPM, size_m: float = 30.0) -> Scene:
+    """Building scale: a courtyard ``size_m`` long and 16 m deep, closed by 3-storey facades
+    (3.5 m bays, windows, shop fronts with signs, pillars and balconies that stand out from the
+    wall) over a paved ground. A robot camera drives along it 4-10 m from the main facade,
+    looking at it. Textures are coarser than indoors (a quarter of ``ppm``: ~1.6 cm texels, about
+    a pixel at 8 m)."""
+    if not 12.0 <= size_m <= 120.0:
+        raise ValueError(f"courtyard size must be in 12..120 m, got {size_m}")
+    rng = np.random.default_rng([seed, 4])
+    b = SceneBuilder(rng, ppm)
+    fp = ppm / 4
+    length, depth, storey, bay = float(size_m), 16.0, 3.3, 3.5
+    n_bays = max(3, int(round(length / bay)))
+    bay = length / n_bays
+    for wall, coord, facing in (("main", depth, -1), ("back", 0.0, 1)):
+        for i in range(n_bays):
+            for k in range(3):
+                face = rect_face(1, coord, facing, (i * bay, k * storey), ((i + 1) * bay, (k + 1) * storey),
+                                 f"{wall}_{i}_{k}")
+                b.add(face, material=_facade_bay("shop" if k == 0 and rng.random() < 0.5 else "window"), ppm=fp)
+            if wall == "main" and rng.random() < 0.4:  # a pillar between two bays
+                x = i * bay
+                _add_box(b, (x - 0.25, depth - 0.45, 0.0), (x + 0.25, depth, 3 * storey), tx.concrete,
+                         name=f"pillar{i}", ppm=fp)
+            if wall == "main" and rng.random() < 0.5:  # a balcony on an upper storey
+                z = storey * int(rng.integers(1, 3))
+                _add_box(b, (i * bay + 0.4, depth - 1.1, z), ((i + 1) * bay - 0.4, depth, z + 1.0),
+                         {"-y": tx.wood, "*": tx.concrete}, bottom=True, name=f"balcony{i}", ppm=fp)
+    for x, facing in ((0.0, 1), (length, -1)):  # the courtyard's end walls
+        for j in range(int(np.ceil(depth / 4.0))):
+            y0, y1 = j * 4.0, min(depth, (j + 1) * 4.0)
+            b.add(rect_face(0, x, facing, (y0, 0.0), (y1, 3 * storey), f"end{x:.0f}_{j}"),
+                  material=_facade_bay("window"), ppm=fp)
+    for i in range(int(np.ceil(length / 4.0))):  # paving, in 4 m squares of their own
+        for j in range(int(np.ceil(depth / 4.0))):
+            x1, y1 = min(length, (i + 1) * 4.0), min(depth, (j + 1) * 4.0)
+            b.add(rect_face(2, 0.0, 1, (i * 4.0, j * 4.0), (x1, y1), f"ground_{i}_{j}"), material=tx.concrete,
+                  ppm=fp)
+    b.add(rect_face(2, 3 * storey + 12.0, -1, (-20.0, -20.0), (length + 20.0, depth + 20.0), "sky", True),
+          material=_sky, ppm=ppm / 64)
+    lights = [Light((x, 0.3 * depth, 25.0), 900.0, 3.0, reach=120.0)
+              for x in np.linspace(0.2 * length, 0.8 * length, 3)]
+    bounds = (np.array([0.0, 0.0, 0.0]), np.array([length, depth, 3 * storey]))
+    return _finish(b, "courtyard", seed, lights, bounds, center=(length / 2, 0.55 * depth, 1.3),
+                   extent=(max(2.0, length - 6.0), 0.35 * depth, 0.2), yaw_spread=35.0, pitch=(-2.0, 14.0),
+                   roll_std=1.0, extra={"size_m": length})
+
+
 def _finish(b: SceneBuilder, kind: str, seed: int, lights: list[Light], bounds, center,
             extent=(2.0, 0.9, 0.6), yaw_spread: float = 40.0, pitch=(-28.0, 5.0),
             roll_std: float = 3.0, extra: dict | None = None) -> Scene:
@@ -179,15 +253,21 @@ def _finish(b: SceneBuilder, kind: str, seed: int, lights: list[Light], bounds, 
     return scene
 
 
-SCENE_KINDS: dict[str, Callable[..., Scene]] = {"room": build_room, "repetitive": build_repetitive}
+SCENE_KINDS: dict[str, Callable[..., Scene]] = {"room": build_room, "repetitive": build_repetitive,
+                                                "courtyard": build_courtyard}
 
 
-def make_scene(kind: str = "room", seed: int = 0, ppm: float = DEFAULT_PPM) -> Scene:
-    """Build a scene of the given kind ("room" or "repetitive"); same seed, same scene."""
+def make_scene(kind: str = "room", seed: int = 0, ppm: float = DEFAULT_PPM, size_m: float | None = None) -> Scene:
+    """Build a scene of the given kind ("room", "repetitive" or "courtyard"); same seed, same
+    scene. ``size_m``: the courtyard's length (the other kinds have a fixed size)."""
+    if size_m is not None and kind != "courtyard":
+        raise ValueError(f"size_m sets the courtyard's length; the {kind!r} scene has a fixed size")
     if kind not in SCENE_KINDS:
         raise ValueError(f"unknown scene kind {kind!r}; choose one of {sorted(SCENE_KINDS)}")
     if not (32 <= ppm <= 1024) or ppm % 16:
         # Multiples of 16 keep every repeated tile (0.25 m at ppm/2) a whole number of texels,
         # so repeats are exact.
         raise ValueError(f"ppm (texels per metre) must be a multiple of 16 in 32..1024, got {ppm}")
+    if size_m is not None:
+        return SCENE_KINDS[kind](int(seed), float(ppm), float(size_m))
     return SCENE_KINDS[kind](int(seed), float(ppm))

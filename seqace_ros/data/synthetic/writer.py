@@ -34,12 +34,12 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
                    noise: "str | dict | None" = "low", supersample: int = 1,
                    image_format: str = "jpg", jpeg_quality: int = 95, block_length: int = 50,
                    focal: float | None = None, speed: float = 0.25, ppm: float = DEFAULT_PPM,
-                   workers: int = 1,
+                   workers: int = 1, size_m: float | None = None,
                    write_depth: bool = False, overwrite: bool = False,
                    progress: bool = True) -> Path:
     """Generate a scene and write it to ``out_dir``; return the folder.
 
-    ``kind``: "room" or "repetitive". ``noise``: a preset ("none", "low", "medium", "high"),
+    ``kind``: "room", "repetitive" or "courtyard" (``size_m``: its length). ``noise``: a preset ("none", "low", "medium", "high"),
     a dict of CameraNoise fields, or None. ``workers``: rendering threads; 1 is fastest on the
     2-vCPU machine this was measured on (numpy work on two threads contends for one physical
     core there), more may help where several physical cores are free.
@@ -57,7 +57,7 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
     K = intrinsics(width, height, focal)
     noise_cfg = camera_noise(noise)
     workers = int(workers)
-    scene = make_scene(kind, seed, ppm)  # first: it validates kind before anything is deleted
+    scene = make_scene(kind, seed, ppm, size_m)  # first: it validates kind before anything is deleted
     _prepare(out, overwrite)
     traj = make_trajectories(scene, int(mapping_frames), int(query_frames), seed=seed,
                              block_length=int(block_length), speed=speed)
