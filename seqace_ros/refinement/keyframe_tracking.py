@@ -93,7 +93,7 @@ class TrackingConfig:
     max_correction_depth_ratio: float = 0.1
     time_budget_ms: float = 10.0
     # RANSAC's adaptive stop ends after a few dozen hypotheses on these tracks; more of them find
-    # a pose more tracks agree with (+3 points at 1 cm on redkitchen, benchmarks/README.md).
+    # a pose more tracks agree with, and a more precise one (benchmarks/README.md).
     min_iterations: int = 300
     # When the tight search finds too little (the regressed pose further off than a few pixels, as
     # with few mapping views far apart), a wide one: a deeper pyramid, shifts up to this share of

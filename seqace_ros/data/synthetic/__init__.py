@@ -14,6 +14,9 @@ Scene kinds
                       robot-like camera (steady height, pitch and heading) sweeping three
                       modules: single views are ambiguous, the case sequence
                       relocalization is for.
+    ``"courtyard"``   building scale: 3-storey facades (windows, shop fronts, pillars,
+                      balconies) around a paved court ``size_m`` long (12-120 m) and 16 m
+                      deep, seen by a robot driving along it 4-10 m from the main facade.
 
 Rendering cost (640x480, one core): about 30 ms per frame plus ~6 ms of camera noise and
 1 ms of JPEG encoding; ``benchmarks/synthetic_render_speed.py`` measures it.
@@ -23,7 +26,7 @@ Public API
     height=480, seed=0, noise="low", ...) -> Path``
         Write a scene in the DSAC*/ACE layout (train = mapping, test = query, ``scene.json``);
         ``seqace_ros.data.scene_folder.load_split`` reads it.
-    ``make_scene(kind="room", seed=0) -> Scene``
+    ``make_scene(kind="room", seed=0, ppm=256, size_m=None) -> Scene``
         Build the geometry, textures and lighting (same seed, same scene).
     ``make_trajectories(scene, n_map, n_query, seed=0, block_length=50, speed=0.25)
     -> Trajectories``
