@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="make a synthetic scene (or use yours), map it, relocalize, report")
     d.add_argument("--scene", default="room",
-                   help="synthetic scene kind (room, repetitive) or a DSAC*/ACE scene folder")
+                   help="synthetic scene kind (room, repetitive, courtyard) or a DSAC*/ACE scene folder")
     d.add_argument("--frames", type=int, default=None, help="mapping frames to render")
     d.add_argument("--out", default="seqace_demo", help="output folder")
     d.add_argument("--json", help="report file (default OUT/report.json)")
