@@ -54,6 +54,9 @@ class KeyframeSettings:
     # (the rotation alone is too far off there).
     min_neighbours: int = 2
     wide_baseline_depth_ratio: float = 0.5
+    # ... and the keyframe is warped into each neighbour by the homography of the plane facing it
+    # at its median depth first (rotation, scale change and average parallax), which LK cannot model.
+    wide_baseline_plane_warp: bool = True
     window_px: int = 21
     pyramid_levels: int = 4
     forward_backward_px: float = 0.5
@@ -78,6 +81,10 @@ class TrackingConfig:
     # at half the tracking cost.
     forward_backward_px: float = 0.0
     derotate: bool = True  # warp out the keyframe-query rotation first (LK models a shift only)
+    # True: by the homography of the plane facing the keyframe at its points' median depth instead
+    # (also the scale change and average parallax). Measured no better on the room and mixed on
+    # two facades (benchmarks/README.md), so off; mapping does use it for distant views.
+    plane_warp: bool = False
     # A patch that LK moved further than this from where the regressed pose projects it has
     # slid onto other structure (the regressed pose is within a few pixels).
     max_shift_px: float = 3.0
@@ -155,14 +162,15 @@ def track_patches(src: np.ndarray, dst: np.ndarray, xy: np.ndarray, init: np.nda
 
 def track_between_views(src: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, dst: np.ndarray,
                         K_dst: np.ndarray, T_dst: np.ndarray, xy: np.ndarray, init: np.ndarray,
-                        window: int, levels: int, fb_px: float, derotate: bool = True
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        window: int, levels: int, fb_px: float, derotate: bool = True,
+                        plane_depth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`track_patches` between two posed views. With ``derotate`` the source is first warped
     by the homography of the rotation between the cameras, so the patches LK compares differ only
     by the translation's parallax (LK models a shift, not an in-plane rotation or a tilt)."""
     if not derotate:
         return track_patches(src, dst, xy, init, window, levels, fb_px)
-    H = _rotation_homography(K_src, T_src, K_dst, T_dst)
+    H = (_rotation_homography(K_src, T_src, K_dst, T_dst) if plane_depth is None
+         else _plane_homography(K_src, T_src, K_dst, T_dst, plane_depth))
     warped = cv2.warpPerspective(src, H, (dst.shape[1], dst.shape[0]), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
     h = np.hstack([xy, np.ones((len(xy), 1))]) @ H.T
@@ -176,6 +184,15 @@ def _rotation_homography(K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray
                          ) -> np.ndarray:
     """Pixels of the source to the destination under the rotation between the cameras alone."""
     return K_dst @ T_dst[:3, :3].T @ T_src[:3, :3] @ np.linalg.inv(K_src)
+
+
+def _plane_homography(K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray, T_dst: np.ndarray,
+                      depth: float) -> np.ndarray:
+    """Pixels of the source to the destination for points on the plane facing the source camera
+    at ``depth``: the rotation and the translation's average parallax and scale change."""
+    T = np.linalg.inv(T_dst) @ T_src  # source camera -> destination camera
+    n = np.array([0.0, 0.0, 1.0])
+    return K_dst @ (T[:3, :3] + np.outer(T[:3, 3], n) / depth) @ np.linalg.inv(K_src)
 
 
 def _rotation_init(xy: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray,
@@ -274,7 +291,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         xy = found.reshape(-1, 2).astype(np.float32)
         n_corners += len(xy)
         obs_track, obs_image, obs_xy = [np.arange(len(xy))], [np.full(len(xy), i)], [xy]
-        neighbours, X = _neighbours(poses, i, s), None
+        neighbours, X, plane = _neighbours(poses, i, s), None, None
         if len(neighbours) < s.min_neighbours and predict is not None:
             # Few views, far apart: the map's scene coordinates say how deep the scene is (so how
             # far a neighbour may be) and where each corner lands in the first neighbour.
@@ -283,6 +300,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             z = z[np.isfinite(z) & (z > 0)]
             if len(z):
                 neighbours = _neighbours(poses, i, s, s.wide_baseline_depth_ratio * float(np.median(z)))
+                plane = float(np.median(z)) if s.wide_baseline_plane_warp else None
                 n_wide += 1
         # Neighbours from the shortest baseline to the longest: each one's LK starts where the
         # point triangulated from the earlier ones (or predicted by the map) projects, the
@@ -295,7 +313,8 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
                 have = np.isfinite(X).all(axis=1)
                 init[have] = project(X[have], Ks[j], poses[j])[0].astype(np.float32)
             pos, ok = track_between_views(norm_i, Ks[i], poses[i], norm_j, Ks[j], poses[j], xy, init,
-                                          s.window_px, s.pyramid_levels, s.forward_backward_px, s.derotate)
+                                          s.window_px, s.pyramid_levels, s.forward_backward_px,
+                                          s.derotate or plane is not None, plane)
             F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
             idx = np.flatnonzero(ok)
             idx = idx[epipolar_distance(F, xy[idx].astype(np.float64), pos[idx].astype(np.float64)) < s.epipolar_px]
@@ -380,6 +399,8 @@ class KeyframeRefiner:
         self.centres = np.stack([k.pose_c2w[:3, 3] for k in keyframes])
         self.axes = np.stack([k.pose_c2w[:3, 2] for k in keyframes])
         self.images = [normalize_for_tracking(k.image) for k in keyframes]
+        self.depths = [float(np.median((k.points - k.pose_c2w[:3, 3]) @ k.pose_c2w[:3, 2])) if len(k.points)
+                       else None for k in keyframes]
 
     def nearest(self, pose_c2w: np.ndarray) -> np.ndarray:
         """Keyframes that look the same way, nearest first (a degree weighs like 2 cm)."""
@@ -404,7 +425,8 @@ class KeyframeRefiner:
             vis = front & (init[:, 0] >= 0) & (init[:, 1] >= 0) & (init[:, 0] < w) & (init[:, 1] < h)
             idx = np.flatnonzero(vis)
             pos, ok = track_between_views(self.images[k], kf.K, kf.pose_c2w, gray, K, pose_c2w, kf.xy[idx],
-                                          init[idx], window, levels, c.forward_backward_px, c.derotate)
+                                          init[idx], window, levels, c.forward_backward_px, c.derotate,
+                                          self.depths[k] if c.plane_warp else None)
             ok &= np.linalg.norm(pos - init[idx], axis=1) <= max_shift
             p2.append(pos[ok])
             p3.append(kf.points[idx[ok]])
