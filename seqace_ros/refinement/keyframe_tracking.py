@@ -130,7 +130,7 @@ def normalize_for_tracking(gray: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """uint8 image of local contrast (pixel minus local mean, over local deviation): LK assumes
     constant brightness, and frames taken minutes apart differ in exposure."""
     g = gray.astype(np.float32)
-    k = 2 * int(np.ceil(3.0 * sigma)) + 1  # +-3 sigma (OpenCV's own choice for float is +-4: slower, same result)
+    k = 2 * int(np.ceil(3.0 * sigma)) + 1  # +-3 sigma: OpenCV's own +-4 for float is slower, the result alike
     mean = cv2.GaussianBlur(g, (k, k), sigma)
     dev = cv2.sqrt(cv2.max(cv2.GaussianBlur(g * g, (k, k), sigma) - mean * mean, 0.0)) + 4.0
     return np.clip(128.0 + 40.0 * (g - mean) / dev, 0, 255).astype(np.uint8)

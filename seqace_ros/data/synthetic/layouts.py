@@ -1,9 +1,10 @@
 """The scene kinds: a furnished room with unique textures everywhere, a repetitive room, and a
 building-scale courtyard.
 
-Both are z-up, in metres, with a region in front of the main wall where trajectories go (about
-the extent of the 7-Scenes redkitchen trajectory: 2 x 0.6 x 1 m) and a mean viewing direction
-towards the main wall, like a person or robot working at a kitchen counter.
+All are z-up, in metres, with a region in front of the main wall where trajectories go and a
+mean viewing direction towards that wall: in the rooms about the extent of the 7-Scenes redkitchen
+trajectory (2 x 0.6 x 1 m), like a person or robot working at a kitchen counter; in the courtyard
+most of its length, 4-10 m from the facade, like a robot driving along a building.
 """
 
 from __future__ import annotations
