@@ -55,9 +55,14 @@ def test_keyframe_points_lie_where_every_mapping_view_sees_them(room, keyframes)
         assert np.median(np.linalg.norm(uv - kf.xy, axis=1)) < 0.5
     # ...and onto the same surface patch in a mapping frame that is not a keyframe: track it there
     # from the projection with LK and it stays within a pixel.
+    _assert_points_track_onto_their_projection(kfs[4], frames[4 * 5 + 2])
+
+
+def _assert_points_track_onto_their_projection(kf, other) -> None:
+    """The keyframe's patches, tracked by LK into the mapping frame ``other`` from where their 3D
+    points project, stay there: the points lie where the images say."""
     from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking, track_patches
 
-    kf, other = kfs[4], frames[4 * 5 + 2]
     img = to_gray(other.load_image())
     K = other.intrinsics(img.shape[1], img.shape[0])
     uv, front = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
@@ -107,21 +112,11 @@ def test_few_distant_views_get_keyframes_from_the_maps_scene_coordinates(room, r
     assert build_keyframes(frames, settings, progress=False)[1]["keyframes"] == 0
     # The points lie where the images say: tracked from a keyframe into a view halfway to the next
     # one (never used to build them), they land within half a pixel of their projection.
-    from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking, track_patches
-
     all_frames = load_split(room, "train")
     centres = np.stack([np.asarray(f.pose_c2w)[:3, 3] for f in all_frames])
     for kf in kfs[1:3]:
         i = int(np.argmin(np.linalg.norm(centres - kf.pose_c2w[:3, 3], axis=1)))
-        other = all_frames[min(i + 12, len(all_frames) - 1)]
-        img = to_gray(other.load_image())
-        K = other.intrinsics(img.shape[1], img.shape[0])
-        uv, front = project(kf.points.astype(np.float64), K, np.asarray(other.pose_c2w))
-        inside = front & (uv[:, 0] > 10) & (uv[:, 1] > 10) & (uv[:, 0] < img.shape[1] - 10) & (uv[:, 1] < img.shape[0] - 10)
-        pos, ok = track_patches(normalize_for_tracking(kf.image), normalize_for_tracking(img), kf.xy[inside],
-                                uv[inside], 21, 2, 0.5)
-        assert ok.sum() >= 20
-        assert np.median(np.linalg.norm(pos[ok] - uv[inside][ok], axis=1)) < 0.5
+        _assert_points_track_onto_their_projection(kf, all_frames[min(i + 12, len(all_frames) - 1)])
 
 
 def test_a_pose_beyond_the_tight_search_is_refined_by_the_wide_one(room, keyframes):
