@@ -295,7 +295,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         if len(neighbours) < s.min_neighbours and predict is not None:
             # Few views, far apart: the map's scene coordinates say how deep the scene is (so how
             # far a neighbour may be) and where each corner lands in the first neighbour.
-            X = _predicted_points(predict, frames[i].load_image(), xy)
+            X = _predicted_points(predict, gray_i, xy)
             z = (X - poses[i][:3, 3]) @ poses[i][:3, 2]
             z = z[np.isfinite(z) & (z > 0)]
             if len(z):
