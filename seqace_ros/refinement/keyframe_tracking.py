@@ -54,9 +54,11 @@ class KeyframeSettings:
     # (the rotation alone is too far off there).
     min_neighbours: int = 2
     wide_baseline_depth_ratio: float = 0.5
-    # ... and the keyframe is warped into each neighbour by the homography of the plane facing it
-    # at its median depth first (rotation, scale change and average parallax), which LK cannot model.
-    wide_baseline_plane_warp: bool = True
+    # True: such a keyframe is first warped into each neighbour by the homography of the plane
+    # facing it at its median depth (rotation, scale change, average parallax). It kept more points
+    # on a facade seen 10-20 deg apart but fewer, and less precise ones, on the courtyard's sparse
+    # views (benchmarks/README.md), so off.
+    wide_baseline_plane_warp: bool = False
     window_px: int = 21
     pyramid_levels: int = 4
     forward_backward_px: float = 0.5
