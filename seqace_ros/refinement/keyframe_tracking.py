@@ -85,7 +85,7 @@ class TrackingConfig:
     derotate: bool = True  # warp out the keyframe-query rotation first (LK models a shift only)
     # True: by the homography of the plane facing the keyframe at its points' median depth instead
     # (also the scale change and average parallax). Measured no better on the room and mixed on
-    # two facades (benchmarks/README.md), so off; mapping does use it for distant views.
+    # two facades (benchmarks/README.md), so off, as KeyframeSettings.wide_baseline_plane_warp.
     plane_warp: bool = False
     # A patch that LK moved further than this from where the regressed pose projects it has
     # slid onto other structure (the regressed pose is within a few pixels).
