@@ -129,6 +129,27 @@ def test_triangulation_recovers_points_and_drops_an_outlier_observation():
     assert not tri.obs_inlier[3] and tri.obs_inlier.sum() == len(xy) - 1
 
 
+def test_triangulation_rejects_too_few_views_a_narrow_angle_and_points_behind():
+    poses = np.stack([_look_down_pose(0.02 * i, 0.0, 1.2, 0) for i in range(3)])
+    X = np.array([[0.0, 0.0, 0.0], [0.1, 0.1, 0.0]])
+    tracks, images, xy = [], [], []
+    for t, p in enumerate(X):
+        for i, T in enumerate(poses[: 3 if t == 0 else 1]):  # track 1: one view only
+            pc = np.linalg.inv(T) @ np.append(p, 1.0)
+            tracks.append(t), images.append(i)
+            xy.append((K @ pc[:3])[:2] / pc[2])
+    args = (np.array(tracks), np.array(images), np.array(xy), poses, np.stack([K] * 3), 2)
+    wide = triangulate_tracks(*args, TriangulationSettings(min_angle_deg=1.0))  # 4 cm at 1.2 m: 1.9 deg
+    assert wide.valid.tolist() == [True, False] and np.isnan(wide.points[1]).all()
+    assert np.isinf(wide.obs_error_px[-1]) and not wide.obs_inlier[-1]
+    narrow = triangulate_tracks(*args, TriangulationSettings(min_angle_deg=3.0))
+    assert not narrow.valid.any()
+    behind = triangulate_tracks(*args, TriangulationSettings(min_angle_deg=1.0, min_depth_m=1.5))
+    assert not behind.valid.any()
+    with pytest.raises(ValueError, match="obs_image 7 outside"):
+        triangulate_tracks(np.array([0, 0]), np.array([0, 7]), np.zeros((2, 2)), poses, np.stack([K] * 3), 1)
+
+
 def test_peer_localizes_synthetic_queries_and_reuses_its_cache(floor_scene, tmp_path):
     peer = _load_peer_script()
     ms = peer.default_map_settings("sift")

@@ -12,6 +12,7 @@
 
 #include "seqace/p3p.h"
 #include "seqace/ransac.h"
+#include "seqace/triangulation.h"
 #include "seqace/types.h"
 
 namespace py = pybind11;
@@ -192,6 +193,50 @@ PYBIND11_MODULE(_native, m) {
       py::arg("frames"), py::arg_v("options", RansacOptions(), "RansacOptions()"),
       "Current camera pose from several frames' correspondences, each frame given as "
       "(points2d, points3d, K, T_cur_from_frame).");
+
+  py::class_<TriangulationOptions>(m, "TriangulationOptions")
+      .def(py::init<>())
+      .def_readwrite("max_reproj_px", &TriangulationOptions::max_reproj_px)
+      .def_readwrite("min_angle_deg", &TriangulationOptions::min_angle_deg)
+      .def_readwrite("min_views", &TriangulationOptions::min_views)
+      .def_readwrite("min_depth_m", &TriangulationOptions::min_depth_m)
+      .def_readwrite("iterations", &TriangulationOptions::iterations);
+
+  m.def(
+      "triangulate_tracks",
+      [](const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& obs_track,
+         const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& obs_image,
+         const DoubleArray& obs_xy, const DoubleArray& w2c, const DoubleArray& K, int64_t num_tracks,
+         const TriangulationOptions& options) {
+        const int64_t m = obs_track.size();
+        if (obs_track.ndim() != 1 || obs_image.ndim() != 1 || obs_image.size() != m)
+          throw std::invalid_argument("obs_track and obs_image must be 1-D of the same length");
+        check_columns(obs_xy, 2, "obs_xy");
+        if (obs_xy.shape(0) != m) throw std::invalid_argument("obs_xy must have one row per observation");
+        if (w2c.ndim() != 3 || w2c.shape(1) != 3 || w2c.shape(2) != 4)
+          throw std::invalid_argument("w2c must have shape (I, 3, 4), got " + shape_of(w2c));
+        if (K.ndim() != 3 || K.shape(1) != 3 || K.shape(2) != 3 || K.shape(0) != w2c.shape(0))
+          throw std::invalid_argument("K must have shape (I, 3, 3) with I as in w2c, got " + shape_of(K));
+        if (num_tracks < 0) throw std::invalid_argument("num_tracks must be >= 0");
+        TriangulationOutput out;
+        {
+          py::gil_scoped_release release;
+          out = triangulate_tracks(obs_track.data(), obs_image.data(), obs_xy.data(), m, w2c.data(),
+                                   K.data(), w2c.shape(0), num_tracks, options);
+        }
+        py::array_t<double> points({num_tracks, int64_t(3)});
+        std::copy(out.points.begin(), out.points.end(), points.mutable_data());
+        py::array_t<bool> valid(num_tracks), inlier(m);
+        std::copy(out.valid.begin(), out.valid.end(), valid.mutable_data());
+        std::copy(out.obs_inlier.begin(), out.obs_inlier.end(), inlier.mutable_data());
+        py::array_t<double> error(m);
+        std::copy(out.obs_error.begin(), out.obs_error.end(), error.mutable_data());
+        return py::make_tuple(points, valid, inlier, error);
+      },
+      py::arg("obs_track"), py::arg("obs_image"), py::arg("obs_xy"), py::arg("w2c"), py::arg("K"),
+      py::arg("num_tracks"), py::arg_v("options", TriangulationOptions(), "TriangulationOptions()"),
+      "Points (T, 3), valid (T,), observation inliers (M,) and reprojection errors (M,) of tracks "
+      "triangulated from known poses (w2c: world-to-camera [R | t] per image).");
 
   m.def(
       "p3p",
