@@ -100,6 +100,49 @@ def test_a_perturbed_pose_is_pulled_back_to_the_truth(room, keyframes):
     assert not r.accepted and r.message
 
 
+def test_a_refinement_that_leaves_the_regressed_support_is_refused(room, keyframes):
+    """The scene-coordinate inliers define the map frame the network learned: a refined pose they no
+    longer agree with (keyframes triangulated from noisy mapping poses) is not trusted."""
+    refiner = KeyframeRefiner(keyframes[0])
+    rng = np.random.default_rng(1)
+    f = load_split(room, "test")[5]
+    img = to_gray(f.load_image())
+    K = f.intrinsics(img.shape[1], img.shape[0])
+    gt = np.asarray(f.pose_c2w, np.float64)
+    start = _perturb(gt, rng, 1.5, 0.3)
+    # Support that agrees exactly with the start pose: the points seen from it where it projects them.
+    p3 = np.concatenate([keyframes[0][k].points for k in refiner.nearest(start)]).astype(np.float64)
+    p2, front = project(p3, K, start)
+    inside = front & (p2[:, 0] >= 0) & (p2[:, 1] >= 0) & (p2[:, 0] < img.shape[1]) & (p2[:, 1] < img.shape[0])
+    p2, p3 = p2[inside], p3[inside]
+    free = refiner.refine(img, K, start)
+    assert free.accepted, free.message
+    shift_px = np.median(np.linalg.norm(project(p3, K, free.pose_c2w)[0] - p2, axis=1))
+    assert shift_px > 0.3  # the correction moves the support's projections measurably
+    loose = refiner.refine(img, K, start, support=(p2, p3, 10.0 * shift_px))
+    assert loose.accepted and np.allclose(loose.pose_c2w, free.pose_c2w)
+    tight = refiner.refine(img, K, start, support=(p2, p3, 0.5 * shift_px))
+    assert not tight.accepted and "scene-coordinate inliers" in tight.message
+
+
+def test_mapping_warns_when_the_poses_disagree_with_the_images(room, room_map, caplog):
+    import logging
+
+    from seqace_ros.mapping.trainer import add_keyframes
+
+    frames = load_split(room, "train")
+    rng = np.random.default_rng(4)
+    noisy = [dataclasses.replace(f, pose_c2w=_perturb(np.asarray(f.pose_c2w, np.float64), rng, 2.0, 0.5))
+             for f in frames]
+    with caplog.at_level(logging.WARNING, logger="seqace_ros.mapping.trainer"):
+        add_keyframes(load_map(room_map), frames, stride=5, progress=False)
+        assert "triangulated consistently" not in caplog.text
+        m = add_keyframes(load_map(room_map), noisy, stride=5, progress=False)
+    st = m.metadata["keyframes"]
+    assert st["points"] < 0.2 * st["corners"], st
+    assert "triangulated consistently with the mapping poses" in caplog.text
+
+
 def test_few_distant_views_get_keyframes_from_the_maps_scene_coordinates(room, room_map):
     """Where fewer than min_neighbours views lie within the neighbour distance, the map's scene
     coordinates say how far neighbours may be (by depth) and where LK starts; without them such

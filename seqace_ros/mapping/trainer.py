@@ -191,6 +191,11 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     return scene_map
 
 
+# Below this share of keyframe corners triangulated (1 px, 3 views) the mapping poses are likely
+# noisy; measured shares with accurate and with SLAM poses: benchmarks/README.md, "The support check".
+CONSISTENT_CORNERS_WARNING = 0.2
+
+
 def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progress: bool = True) -> SceneMap:
     """Give ``scene_map`` the refinement keyframes of the posed mapping ``frames`` (in place)."""
     from ..refinement.keyframe_tracking import KeyframeSettings, build_keyframes, keyframes_to_arrays
@@ -218,6 +223,13 @@ def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progre
     scene_map.metadata["keyframes"] = stats
     log.info("refinement: %d keyframes, %d points, %.1f MB, %.1f s", stats["keyframes"], stats["points"],
              stats["bytes"] / 1e6, stats["seconds"])
+    share = stats["points"] / max(stats["corners"], 1)
+    if stats["corners"] and share < CONSISTENT_CORNERS_WARNING:
+        log.warning("only %.0f%% of the keyframe corners triangulated consistently with the mapping poses "
+                    "(with accurate poses, about a third or more): the poses probably disagree with the images by "
+                    "centimetres (a SLAM or odometry trajectory). The refinement refuses corrections that "
+                    "leave the map frame, so it will refine fewer frames; poses refined by structure from "
+                    "motion (e.g. COLMAP) give it more to work with.", 100 * share)
     return scene_map
 
 

@@ -117,6 +117,12 @@ class TrackingConfig:
     # A pose found by the wide search is trusted only when more of the tight tracks agree with it
     # than a regressed one needs: starting far off, patches slide onto look-alike structure more.
     wide_min_inlier_ratio: float = 0.5
+    # The refined pose must keep this share of the regressed pose's scene-coordinate inliers (when
+    # the caller passes them): keyframe points triangulated from noisy mapping poses (a SLAM
+    # trajectory) can agree among themselves yet pull a pose centimetres off the map frame the
+    # network learned, which these inliers still define. Right refinements keep nearly all of them,
+    # such wrong ones about half (benchmarks/README.md, "The support check").
+    min_support_kept: float = 0.8
 
 
 @dataclass
@@ -389,6 +395,23 @@ class TrackedRefinement:
     time_ms: float = 0.0
 
 
+def support_kept(refined_c2w: np.ndarray, regressed_c2w: np.ndarray, K: np.ndarray, points2d: np.ndarray,
+                 points3d: np.ndarray, threshold_px: float) -> float:
+    """Share of the correspondences within ``threshold_px`` of the regressed pose that are still
+    within it under the refined pose (1.0 when there are none)."""
+    p3 = np.asarray(points3d, np.float64)
+    p2 = np.asarray(points2d, np.float64)
+
+    def within(T: np.ndarray) -> np.ndarray:
+        px, front = project(p3, K, T)
+        return front & (np.linalg.norm(px - p2, axis=1) < threshold_px)
+
+    before = within(regressed_c2w)
+    if not before.any():
+        return 1.0
+    return float((within(refined_c2w) & before).sum() / before.sum())
+
+
 class KeyframeRefiner:
     """Refines regressed poses by tracking the nearest keyframes' reference patches into the query."""
 
@@ -437,9 +460,12 @@ class KeyframeRefiner:
             return np.zeros((0, 2)), np.zeros((0, 3)), ()
         return np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64), tuple(used)
 
-    def refine(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, seed: int = 0) -> TrackedRefinement:
+    def refine(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, seed: int = 0,
+               support: tuple[np.ndarray, np.ndarray, float] | None = None) -> TrackedRefinement:
         """The refined pose of the image ``gray`` whose regressed pose is ``pose_c2w`` (``accepted``
-        says whether it is trusted)."""
+        says whether it is trusted). ``support``: the regressed pose's inlier correspondences
+        (pixels (N, 2), scene points (N, 3)) and their inlier threshold in pixels; a refined pose
+        that loses more than ``1 - min_support_kept`` of them is not trusted."""
         t0 = time.perf_counter()
         norm = normalize_for_tracking(gray)
         out = self._attempt(norm, K, pose_c2w, pose_c2w, seed, wide=False)
@@ -451,6 +477,12 @@ class KeyframeRefiner:
                 out.message = ("wide search, then " if out.accepted else "after a wide search: ") + out.message
             else:
                 out.message += f"; wide search: {coarse.message}"
+        if out.accepted and support is not None:
+            kept = support_kept(out.pose_c2w, pose_c2w, K, *support)
+            if kept < self.config.min_support_kept:
+                out.accepted = False
+                out.message = (f"refined pose keeps only {kept:.0%} of the regressed pose's scene-coordinate "
+                               f"inliers: not trusted ({out.message})")
         out.time_ms = (time.perf_counter() - t0) * 1000.0
         return out
 

@@ -161,7 +161,10 @@ class Relocalizer:
     def refine(self, result: RelocResult, image: np.ndarray, K: np.ndarray, timing: dict | None = None) -> None:
         """Replace ``result``'s regressed pose by the keyframe-tracked one where that is trusted
         (``result.refinement`` says what happened either way)."""
-        r = self.refiner.refine(to_gray(image), K, result.pose_c2w, seed=self.config.ransac.seed)
+        inl = np.asarray(result.inliers, bool)
+        support = ((result.points2d[inl], result.points3d[inl], self.config.ransac.inlier_threshold_px)
+                   if len(inl) and inl.any() else None)
+        r = self.refiner.refine(to_gray(image), K, result.pose_c2w, seed=self.config.ransac.seed, support=support)
         result.refinement = r
         if timing is not None:
             timing["refine"] = r.time_ms
