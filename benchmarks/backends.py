@@ -3,7 +3,8 @@
 
     python benchmarks/backends.py --map results/sfm_default.safetensors
         [--scene ../shared/data/7scenes_redkitchen_sfm] [--configs torch:bf16,torch:fp32,openvino:bf16,openvino:fp32]
-        # a config is backend:head_precision[:encoder_precision], e.g. openvino:int8:int8
+        # a config is backend:head_precision[:encoder_precision][/cells=N][/height=H][/refine=on|off],
+        # e.g. openvino:int8:int8 or openvino:bf16/cells=500/height=384
         [--threads 2] [--frames 500] [--contention] [--gemm] [--peer sift|none] [--json OUT.json]
 
 For each backend:precision, localize the test frames (single-frame mode, images decoded before the
@@ -71,8 +72,28 @@ def head_flops(scene_map, rows: int) -> float:
     return 2.0 * rows * (d * w + layers * w * w + w * 4)
 
 
+def parse_config(spec: str, cells: int) -> dict:
+    """'openvino:int8:int8/cells=500/height=384/refine=off' -> run_config's keyword arguments."""
+    base, *extras = spec.split("/")
+    backend, _, rest = base.partition(":")
+    precision, _, enc = rest.partition(":")
+    out = {"backend": backend, "precision": precision or "auto", "encoder_precision": enc or None,
+           "cells": cells, "height": None, "refine": True}
+    for item in extras:
+        key, _, value = item.partition("=")
+        if key == "cells":
+            out["cells"] = int(value)
+        elif key == "height":
+            out["height"] = int(value)
+        elif key == "refine" and value in ("on", "off"):
+            out["refine"] = value == "on"
+        else:
+            raise SystemExit(f"config {spec!r}: unknown option {item!r} (cells=N, height=H, refine=on|off)")
+    return out
+
+
 def run_config(scene_map, frames, backend: str, precision: str, threads: int, cells: int,
-               encoder_precision: str | None = None) -> dict:
+               encoder_precision: str | None = None, height: int | None = None, refine: bool = True) -> dict:
     import numpy as np
 
     from seqace_ros.evaluation import localize_frames, summarize
@@ -81,8 +102,8 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
     # A head in int8 leaves the encoder at auto (bf16 where the CPU has it) unless told otherwise.
     if encoder_precision is None:
         encoder_precision = "auto" if precision == "int8" else precision
-    cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision,
-                      encoder_precision=encoder_precision).with_threads(threads)
+    cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision, image_height=height,
+                      refine=refine, encoder_precision=encoder_precision).with_threads(threads)
     reloc = Relocalizer(scene_map, cfg, device="cpu")
     cpu = []
 
@@ -93,11 +114,13 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
         cpu.append((time.process_time() - c0) * 1000.0)
         return result
 
-    label = f"{backend} {precision}" + (f" enc {encoder_precision}" if encoder_precision != precision else "")
+    label = (f"{backend} {precision}" + (f" enc {encoder_precision}" if encoder_precision != precision else "")
+             + (f" K={cells}" if cells != RelocConfig.num_cells else "") + (f" H={height}" if height else "")
+             + ("" if refine else " unrefined"))
     results = localize_frames(localize, frames, desc=label)
     report = summarize(results, method=f"seqace {label}", backend=backend, encoder_precision=encoder_precision,
                        refinement=reloc.describe()["refinement"],
-                       precision=precision, threads=threads, num_cells=cells,
+                       precision=precision, threads=threads, num_cells=cells, image_height=height,
                        cpu_ms_per_frame=float(np.median(cpu)))
     t = report["timing_ms"]
     t["other"] = (t["total"] - t.get("encoder", 0.0) - t.get("head", 0.0) - t.get("ransac", 0.0)
@@ -173,7 +196,8 @@ def main() -> int:
     ap.add_argument("--map", type=Path, required=True, help="map file (seqace map SCENE --out MAP)")
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--configs", default="torch:bf16,torch:fp32,openvino:bf16,openvino:fp32",
-                    help="comma-separated backend:precision pairs")
+                    help="comma-separated backend:head_precision[:encoder_precision][/cells=N][/height=H]"
+                         "[/refine=on|off]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cells", type=int, default=RelocConfig.num_cells)
     ap.add_argument("--frames", type=int, default=500, help="test frames localized per configuration")
@@ -203,9 +227,9 @@ def main() -> int:
     frames = load_split(args.scene, "test")[: args.frames]
     rows = []
     for spec in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        backend, _, rest = spec.partition(":")
-        precision, _, enc = rest.partition(":")
-        run = (scene_map, frames, backend, precision or "auto", args.threads, args.cells, enc or None)
+        c = parse_config(spec, args.cells)
+        run = (scene_map, frames, c["backend"], c["precision"], args.threads, c["cells"], c["encoder_precision"],
+               c["height"], c["refine"])
         report = run_config(*run)
         if args.contention:
             with busy_process():
@@ -224,14 +248,14 @@ def main() -> int:
     print(f"\nOMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     print(f"map {args.map}, scene {args.scene}, {len(frames)} frames, {args.threads} threads, "
           f"K={args.cells}, bf16 units: {cpu_supports_bf16()}, load average before: {os.getloadavg()[0]:.2f}")
-    head = (f"{'method':34s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
+    head = (f"{'method':46s} " + " ".join(f"{k:>9s}" for k in KEYS) + f" {'med cm':>7s} {'enc':>6s} {'head':>6s}"
             f" {'ransac':>6s} {'refine':>6s} {'other':>6s} {'total':>6s} {'fps':>6s} {'x peer':>6s} {'cpu ms':>6s}")
     print(head)
     peer_ms = peer["timing_ms"]["total"] if peer else None
     for r in rows + ([peer] if peer else []):
         t = r["timing_ms"]
         x_peer = f"{peer_ms / t['total']:6.1f}" if peer_ms else "      "
-        print(f"{r['method']:34s} " + " ".join(f"{r['recall'][k]:8.1f}%" for k in KEYS)
+        print(f"{r['method']:46s} " + " ".join(f"{r['recall'][k]:8.1f}%" for k in KEYS)
               + f" {r['median_translation_cm'] or float('nan'):7.2f}"
               + "".join(f" {t.get(s, float('nan')):6.1f}" for s in ("encoder", "head", "ransac", "refine", "other"))
               + f" {t['total']:6.1f} {r['fps'] or 0:6.1f} {x_peer} {r.get('cpu_ms_per_frame', float('nan')):6.1f}")
@@ -239,7 +263,7 @@ def main() -> int:
         print("\nbeside one busy process:")
         for r in rows:
             c = r["contention"]
-            print(f"{r['method']:34s} {c['fps']:6.1f} frames/s = {100 * c['share_of_alone']:5.1f}% of alone"
+            print(f"{r['method']:46s} {c['fps']:6.1f} frames/s = {100 * c['share_of_alone']:5.1f}% of alone"
                   f" ({r['fps']:.1f}); 5cm recall {c['recall']['5cm_5deg']:.1f}%")
     for r in rows:
         if r.get("head_gflops"):

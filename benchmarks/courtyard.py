@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Building scale: synthetic courtyards of growing size, seqace_ros against the structure peer.
 
-    python benchmarks/courtyard.py [--sizes 20,35,50] [--photos-every 15] [--queries 150]
+    python benchmarks/courtyard.py [--sizes 20,35,50] [--photos-every 15] [--photo-size 1280x960] [--queries 150]
         [--threads 2] [--peer sift|none] [--json results/courtyard.json] [--work DIR]
 
 For each courtyard length: render the scene (``generate_scene(kind="courtyard")``: 3-storey
@@ -9,7 +9,8 @@ facades around a 16 m deep court, a robot camera driving along it at 2 m/s, 15 m
 metre, 640x480, ``--queries`` query frames), map it with the mapping defaults (what `seqace map`
 does, keyframes included), localize the queries with and without the keyframe refinement, and map
 and localize the same frames with the peer. With ``--photos-every N`` the same is done for a
-sparse mapping set, every N-th mapping frame (a few photos instead of a drive). Prints one table,
+sparse mapping set, every N-th mapping frame (a few photos instead of a drive), and with
+``--photo-size WxH`` for photos of that size taken at the same places. Prints one table,
 writes JSON and a plot of the median error against the courtyard's area.
 """
 
@@ -31,17 +32,41 @@ KEYS = ("10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg")
 DEPTH_M = 16.0  # the courtyard's depth (layouts.build_courtyard)
 FRAMES_PER_M = 15  # 2 m/s at 30 Hz
 SPEED = 2.0
+FPS = 30.0
+
+
+def _link_split(src: Path, dst: Path, step: int = 1) -> None:
+    """Symlinks in ``dst`` to every ``step``-th frame of the split folder ``src``."""
+    names = sorted(p.name.split(".")[0] for p in (src / "rgb").iterdir())[::step]
+    for sub in ("rgb", "poses", "calibration"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for f in (src / sub).iterdir():
+            if f.name.split(".")[0] in names and not (dst / sub / f.name).exists():
+                (dst / sub / f.name).symlink_to(f.resolve())
 
 
 def sparse_copy(scene: Path, out: Path, every: int) -> Path:
     """A scene folder of symlinks: every ``every``-th mapping frame and all the queries."""
-    for split, step in (("train", every), ("test", 1)):
-        names = sorted(p.name.split(".")[0] for p in (scene / split / "rgb").iterdir())[::step]
-        for sub in ("rgb", "poses", "calibration"):
-            (out / split / sub).mkdir(parents=True, exist_ok=True)
-            for src in (scene / split / sub).iterdir():
-                if src.name.split(".")[0] in names and not (out / split / sub / src.name).exists():
-                    (out / split / sub / src.name).symlink_to(src.resolve())
+    _link_split(scene / "train", out / "train", every)
+    _link_split(scene / "test", out / "test")
+    return out
+
+
+def photo_set(drive: Path, size_m: float, every: int, width: int, height: int, seed: int, work: Path) -> Path:
+    """A scene folder whose mapping frames are photos of ``width`` x ``height`` taken along the
+    drive's path, one where every ``every``-th drive frame was (the same world and path, rendered
+    at a lower frame rate), and whose queries are the drive's (the robot's camera)."""
+    from seqace_ros.data.synthetic import generate_scene
+
+    render = work / f"courtyard_{size_m:g}m_photos_{width}x{height}_render"
+    if not (render / "scene.json").is_file():
+        n_drive = int(FRAMES_PER_M * size_m)
+        generate_scene(render, kind="courtyard", size_m=size_m, mapping_frames=(n_drive - 1) // every + 1,
+                       query_frames=1, speed=SPEED, fps=FPS / every, width=width, height=height, seed=seed,
+                       overwrite=True)
+    out = work / f"courtyard_{size_m:g}m_photos_{width}x{height}"
+    _link_split(render / "train", out / "train")
+    _link_split(drive / "test", out / "test")
     return out
 
 
@@ -105,6 +130,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20,35,50", help="courtyard lengths in metres")
     ap.add_argument("--photos-every", type=int, default=15, help="sparse mapping set: every N-th frame (0: none)")
+    ap.add_argument("--photo-size", default="",
+                    help="WxH, e.g. 1280x960: also map from photos of this size taken where the sparse "
+                         "set's frames are (queries stay the drive's 640x480 frames)")
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -130,6 +158,10 @@ def main() -> int:
         if args.photos_every > 1:
             sets.append((f"every {args.photos_every}th", sparse_copy(scene, args.work / f"{scene.name}_sparse",
                                                                      args.photos_every)))
+            if args.photo_size:
+                w, h = (int(v) for v in args.photo_size.lower().split("x"))
+                sets.append((f"photos {w}x{h}", photo_set(scene, size, args.photos_every, w, h, args.seed,
+                                                          args.work)))
         for kind, folder in sets:
             for r in evaluate(folder, folder.name, args.threads, args.peer, args.work, args.iterations):
                 r.update(size_m=size, area_m2=size * DEPTH_M, set=kind)

@@ -5,6 +5,7 @@
         [--threads 2] [--peer sift|xfeat|none] [--fp32-frames 100] [--cells 700,1000]
         [--image-heights 480,384]   # relocalize at other heights than the map's (encoder cost ~ pixels)
     # a budget may override profile fields: --budgets "cpu,cpu:head_blocks=1,cpu:iterations=3000"
+    [--seeds 2089,1,2]   # map each budget once per training seed; the table adds each budget's mean
 
 For each mapping budget: map the 500 train frames (wall time), localize the 500 test frames
 (single-frame mode; per-frame median timing with images already decoded), and, on a subset, the
@@ -40,6 +41,38 @@ def parse_budget(spec: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         over[key.strip()] = ast.literal_eval(value.strip())
     return name.strip(), over
+
+
+def with_seed(budget: str, seed: int) -> str:
+    """'cpu:head_width=256' + 1 -> 'cpu:head_width=256;seed=1'."""
+    name, _, rest = budget.partition(":")
+    return f"{name}:{rest + ';' if rest else ''}seed={seed}"
+
+
+def seed_means(budget: str, rows: list[dict]) -> list[dict]:
+    """One row per (cells, height, refinement) setting: the mean over the training seeds of
+    ``budget``'s rows (recall, medians, frame time, mapping time)."""
+    import numpy as np
+
+    def mean(xs: list) -> float | None:
+        xs = [x for x in xs if x is not None]
+        return float(np.mean(xs)) if xs else None
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r.get("num_cells"), r.get("image_height"), ", refined" in r["method"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (cells, height, refined), rs in groups.items():
+        at = f", H={height}" if height else ""
+        out.append({
+            "method": f"mean of {len(rs)} seeds ({budget}, K={cells}{at}, {'refined' if refined else 'no refinement'})",
+            "seeds": len(rs), "recall": {k: mean([r["recall"][k] for r in rs]) for k in KEYS},
+            "median_translation_cm": mean([r["median_translation_cm"] for r in rs]),
+            "median_rotation_deg": mean([r["median_rotation_deg"] for r in rs]),
+            "timing_ms": {"total": mean([r["timing_ms"]["total"] for r in rs])},
+            "fps": mean([r.get("fps") for r in rs]), "mapping_s": mean([r.get("mapping_s") for r in rs])})
+    return out
 
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
@@ -117,6 +150,9 @@ def main() -> int:
                     help="comma-separated heights to relocalize at (default: the map's own); the "
                          "encoder's cost grows with the pixel count")
     ap.add_argument("--refine", default="on", help="comma-separated: on, off (keyframe refinement)")
+    ap.add_argument("--seeds", default="",
+                    help="comma-separated training seeds: each budget is mapped once per seed, and the "
+                         "table adds the mean over them")
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
@@ -138,9 +174,16 @@ def main() -> int:
         rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
                            args.device, heights, refine)
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     for budget in budgets:
-        rows += run_seqace(args.scene, budget, args.threads, args.fp32_frames, out_dir, cells,
-                           device=args.device, heights=heights, refine=refine)
+        runs = [budget] if not seeds else [with_seed(budget, seed) for seed in seeds]
+        budget_rows = []
+        for run in runs:
+            budget_rows += run_seqace(args.scene, run, args.threads, args.fp32_frames, out_dir, cells,
+                                      device=args.device, heights=heights, refine=refine)
+        rows += budget_rows
+        if len(runs) > 1:
+            rows += seed_means(budget, budget_rows)
     if args.peer != "none":
         from peer_structure import run_peer
         peer = run_peer(args.scene, features=args.peer, threads=args.threads)

@@ -87,6 +87,7 @@ def run(args) -> dict:
                                                     "backend": args.backend, "threads": args.threads,
                                                     "head_precision": args.head_precision,
                                                     "encoder_precision": args.encoder_precision,
+                                                    "image_height": args.image_height,
                                                     "refine": not args.no_refine})
     proc = NodeProcess(params, env, out_dir / "node.log",
                        ["-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"])
@@ -196,6 +197,7 @@ def run(args) -> dict:
         "sustained_fps": len(pairs) / args.duration,
         "backend": args.backend, "threads": args.threads, "head_precision": args.head_precision,
         "encoder_precision": args.encoder_precision, "refine": not args.no_refine,
+        "num_cells": args.cells, "image_height": args.image_height,
         # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
         "cpu_ms_per_frame": 1000.0 * cpu_used / len(pairs) if pairs else None,
         "cpu_cores_busy": cpu_used / args.duration,
@@ -244,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head-precision", default="auto", help="the node's head_precision parameter")
     ap.add_argument("--encoder-precision", default="auto", help="the node's encoder_precision parameter")
     ap.add_argument("--no-refine", action="store_true", help="the node's refine parameter set to false")
+    ap.add_argument("--image-height", type=int, default=0,
+                    help="the node's image_height parameter (0: the map's own)")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")
     ap.add_argument("--workdir", default=str(REPO / "results" / "ros_node_latency"))
     ap.add_argument("--json", default=str(REPO / "results" / "ros_node_latency.json"))

@@ -187,3 +187,20 @@ def test_int8_head_calibrates_on_the_maps_features_and_localizes_like_bf16(tmp_p
     replace(scene_map, calibration=np.zeros((2000, 32), np.float16)).save(tmp_path / "bad.safetensors")
     with pytest.raises(MapFileError, match="calibration.features has shape"):
         load_map(tmp_path / "bad.safetensors")
+
+
+def test_backends_benchmark_reads_each_configuration_and_refuses_unknown_options():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "backends.py"
+    spec = importlib.util.spec_from_file_location("backends_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_config("openvino:bf16", 1000) == {
+        "backend": "openvino", "precision": "bf16", "encoder_precision": None, "cells": 1000,
+        "height": None, "refine": True}
+    c = mod.parse_config("openvino:int8:int8/cells=500/height=384/refine=off", 1000)
+    assert (c["encoder_precision"], c["cells"], c["height"], c["refine"]) == ("int8", 500, 384, False)
+    with pytest.raises(SystemExit, match="unknown option 'refine=maybe'"):
+        mod.parse_config("torch:fp32/refine=maybe", 1000)

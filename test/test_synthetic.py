@@ -365,3 +365,15 @@ def test_courtyard_is_building_scale_and_grows_with_its_size(K):
         make_scene("room", seed=0, ppm=PPM, size_m=20)
     with pytest.raises(ValueError, match="12..120"):
         make_scene("courtyard", seed=0, ppm=PPM, size_m=500)
+
+
+def test_a_lower_frame_rate_takes_fewer_frames_along_the_same_path():
+    """Photos along a drive (benchmarks/courtyard.py --photo-size): the same speed at 1/15 of the
+    frame rate walks the same path with a frame where every 15th drive frame is."""
+    scene = make_scene("courtyard", seed=0, ppm=PPM, size_m=20)
+    drive = make_trajectories(scene, 301, 10, seed=0, speed=2.0).mapping.poses[:, :3, 3]
+    photos = make_trajectories(scene, 21, 10, seed=0, speed=2.0, fps=2.0).mapping.poses[:, :3, 3]
+    gaps = np.linalg.norm(photos[:, None] - drive[None], axis=2).min(axis=1)
+    assert gaps.max() < 0.1  # metres: on the drive's path (drive frames are ~7 cm apart)
+    # ...from its start to its end.
+    assert np.linalg.norm(photos[0] - drive[0]) < 0.1 and np.linalg.norm(photos[-1] - drive[-1]) < 0.1

@@ -23,7 +23,7 @@ from .layouts import DEFAULT_PPM, make_scene
 from .noise import camera_noise
 from .scene import Scene
 from .sequence import RenderSettings, intrinsics, parallel_map, plan_jobs, render_job
-from .trajectory import Trajectory, coverage, make_trajectories
+from .trajectory import FPS, Trajectory, coverage, make_trajectories
 
 FORMAT_VERSION = 1
 SPLITS = (("train", 1), ("test", 2))  # split name, noise stream
@@ -34,7 +34,7 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
                    noise: "str | dict | None" = "low", supersample: int = 1,
                    image_format: str = "jpg", jpeg_quality: int = 95, block_length: int = 50,
                    focal: float | None = None, speed: float = 0.25, ppm: float = DEFAULT_PPM,
-                   workers: int = 1, size_m: float | None = None,
+                   workers: int = 1, size_m: float | None = None, fps: float = FPS,
                    write_depth: bool = False, overwrite: bool = False,
                    progress: bool = True) -> Path:
     """Generate a scene and write it to ``out_dir``; return the folder.
@@ -45,6 +45,8 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
     core there), more may help where several physical cores are free.
     ``overwrite``: replace a scene previously generated there (other folders are refused).
     ``ppm``: texture texels per metre (lower is faster to build, blurrier up close).
+    ``fps``: frames per second along the trajectory; with ``speed`` it sets the frames' spacing (the
+    same path at a lower rate: the same ``speed * (mapping_frames - 1) / fps`` metres, fewer frames).
     """
     out = Path(out_dir)
     if image_format not in ("jpg", "png"):
@@ -60,7 +62,7 @@ def generate_scene(out_dir: str | Path, kind: str = "room", mapping_frames: int 
     scene = make_scene(kind, seed, ppm, size_m)  # first: it validates kind before anything is deleted
     _prepare(out, overwrite)
     traj = make_trajectories(scene, int(mapping_frames), int(query_frames), seed=seed,
-                             block_length=int(block_length), speed=speed)
+                             block_length=int(block_length), speed=speed, fps=float(fps))
     items = []
     for (split, stream), tr in zip(SPLITS, (traj.mapping, traj.query)):
         st = RenderSettings(K, int(width), int(height), noise_cfg, int(seed), stream, int(supersample))
