@@ -133,6 +133,8 @@ def main() -> int:
     ap.add_argument("--photo-size", default="",
                     help="WxH, e.g. 1280x960: also map from photos of this size taken where the sparse "
                          "set's frames are (queries stay the drive's 640x480 frames)")
+    ap.add_argument("--sets", default="drive,sparse,photos",
+                    help="which mapping sets to run: drive, sparse (every N-th frame), photos (--photo-size)")
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -154,11 +156,13 @@ def main() -> int:
         if not (scene / "scene.json").is_file():
             generate_scene(scene, kind="courtyard", size_m=size, mapping_frames=int(FRAMES_PER_M * size),
                            query_frames=args.queries, speed=SPEED, seed=args.seed, overwrite=True)
-        sets = [("drive", scene)]
+        wanted = {x.strip() for x in args.sets.split(",")}
+        sets = [("drive", scene)] if "drive" in wanted else []
         if args.photos_every > 1:
-            sets.append((f"every {args.photos_every}th", sparse_copy(scene, args.work / f"{scene.name}_sparse",
-                                                                     args.photos_every)))
-            if args.photo_size:
+            if "sparse" in wanted:
+                sets.append((f"every {args.photos_every}th", sparse_copy(scene, args.work / f"{scene.name}_sparse",
+                                                                         args.photos_every)))
+            if args.photo_size and "photos" in wanted:
                 w, h = (int(v) for v in args.photo_size.lower().split("x"))
                 sets.append((f"photos {w}x{h}", photo_set(scene, size, args.photos_every, w, h, args.seed,
                                                           args.work)))
