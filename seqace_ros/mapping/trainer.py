@@ -191,8 +191,9 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     return scene_map
 
 
-# Below this share of keyframe corners triangulated (1 px, 3 views) the mapping poses are likely
-# noisy; measured shares with accurate and with SLAM poses: benchmarks/README.md, "The support check".
+# Below this share of keyframe corners triangulated (1 px, 3 views; keyframes with near
+# neighbours) the mapping poses are likely noisy; measured shares with accurate and with SLAM
+# poses: benchmarks/README.md, "The support check".
 CONSISTENT_CORNERS_WARNING = 0.2
 
 
@@ -223,8 +224,9 @@ def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progre
     scene_map.metadata["keyframes"] = stats
     log.info("refinement: %d keyframes, %d points, %.1f MB, %.1f s", stats["keyframes"], stats["points"],
              stats["bytes"] / 1e6, stats["seconds"])
-    share = stats["points"] / max(stats["corners"], 1)
-    if stats["corners"] and share < CONSISTENT_CORNERS_WARNING:
+    # Judged on keyframes with near neighbours only: few views far apart keep fewer points anyway.
+    share = stats["near_points"] / max(stats["near_corners"], 1)
+    if stats["near_corners"] and share < CONSISTENT_CORNERS_WARNING:
         log.warning("only %.0f%% of the keyframe corners triangulated consistently with the mapping poses "
                     "(with accurate poses, about a third or more): the poses probably disagree with the images by "
                     "centimetres (a SLAM or odometry trajectory). The refinement refuses corrections that "

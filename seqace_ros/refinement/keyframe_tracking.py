@@ -290,6 +290,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         return g, normalize_for_tracking(g)
 
     keyframes, n_corners, n_obs, n_wide = [], 0, 0, 0
+    near_corners = near_points = 0  # of keyframes with near neighbours: how consistent the poses are
     for i in tqdm(_keyframe_indices(poses, s), desc="refinement keyframes", disable=not progress, leave=False):
         gray_i, norm_i = image(i)
         n_wanted = max(1, round(s.corners * gray_i.size / (640 * 480)))
@@ -299,7 +300,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         xy = found.reshape(-1, 2).astype(np.float32)
         n_corners += len(xy)
         obs_track, obs_image, obs_xy = [np.arange(len(xy))], [np.full(len(xy), i)], [xy]
-        neighbours, X, plane = _neighbours(poses, i, s), None, None
+        neighbours, X, plane, wide = _neighbours(poses, i, s), None, None, False
         if len(neighbours) < s.min_neighbours and predict is not None:
             # Few views, far apart: the map's scene coordinates say how deep the scene is (so how
             # far a neighbour may be) and where each corner lands in the first neighbour.
@@ -310,6 +311,7 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
                 neighbours = _neighbours(poses, i, s, s.wide_baseline_depth_ratio * float(np.median(z)))
                 plane = float(np.median(z)) if s.wide_baseline_plane_warp else None
                 n_wide += 1
+                wide = True
         # Neighbours from the shortest baseline to the longest: each one's LK starts where the
         # point triangulated from the earlier ones (or predicted by the map) projects, the
         # rotation alone for the first, so the long baselines that give precise depth start
@@ -337,11 +339,14 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
         # The reference observation must be among the inliers: the point is defined by that pixel.
         ref_ok = tri.obs_inlier[:len(xy)] & tri.valid
         n_obs += int(tri.obs_inlier.sum())
+        if not wide:
+            near_corners += len(xy)
+            near_points += int(ref_ok.sum()) if ref_ok.sum() >= 8 else 0
         if ref_ok.sum() < 8:
             continue
         keyframes.append(Keyframe(gray_i, poses[i], Ks[i].copy(), xy[ref_ok], tri.points[ref_ok].astype(np.float32)))
     stats = {"mapping_frames": len(frames), "keyframes": len(keyframes), "wide_baseline": n_wide,
-             "corners": n_corners,
+             "corners": n_corners, "near_corners": near_corners, "near_points": near_points,
              "points": int(sum(len(k.xy) for k in keyframes)), "observations": n_obs,
              "seconds": time.perf_counter() - t0, "settings": asdict(s)}
     return keyframes, stats
