@@ -21,7 +21,7 @@ log = logging.getLogger("seqace")
 def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mapping")
     g.add_argument("--profile", default="cpu", choices=["cpu", "fast", "quality", "gpu"],
-                   help="preset: cpu (default, ~6 min for 500 frames on 2 cores), fast (~2 min, "
+                   help="preset: cpu (default, ~7 min for 500 frames on 2 cores), fast (~2 min, "
                         "less accurate), quality (3x the cpu training, ~17 min on 2 cores, more accurate), "
                         "gpu (ACE's scale, ~5 min on a GPU)")
     g.add_argument("--iterations", type=int, help="training iterations")

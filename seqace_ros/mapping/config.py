@@ -198,6 +198,8 @@ class MappingConfig:
 
 PROFILES = {
     "cpu": MappingConfig(),
+    # A third of the default's mapping time; once refined, nearly as precise at 2 cm and less at
+    # 1 cm (benchmarks/README.md, "Mapping recipes, judged after the refinement").
     "fast": MappingConfig(head_width=256, buffer_size=600_000, iterations=2000),
     # The cpu recipe trained 3x longer. Recall keeps rising with iterations (benchmarks/README.md,
     # "Training longer"), so map with this when the minutes are available.
