@@ -143,6 +143,34 @@ def test_mapping_warns_when_the_poses_disagree_with_the_images(room, room_map, c
     assert "triangulated consistently with the mapping poses" in caplog.text
 
 
+def test_a_keyframe_of_twice_the_resolution_tracks_into_a_smaller_image():
+    """A map from high-resolution photos, a robot camera of half the resolution: the keyframe is
+    halved (low-pass, not aliased) before the warp into the query, and its patches land where the
+    same scene lies in the smaller image."""
+    import cv2
+
+    from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking, track_between_views
+
+    rng = np.random.default_rng(0)
+
+    def noise(sigma: float) -> np.ndarray:
+        n = cv2.GaussianBlur(rng.random((960, 1280)).astype(np.float32), (0, 0), sigma)
+        return (n - n.mean()) / n.std()
+
+    big = np.clip(128 + 25 * sum(noise(s) for s in (1.0, 3.0, 9.0, 27.0)), 0, 255).astype(np.uint8)
+    small = cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA)
+    K_big = np.array([[1050.0, 0, 640], [0, 1050, 480], [0, 0, 1]])
+    K_small = np.array([[525.0, 0, 320], [0, 525, 240], [0, 0, 1]])
+    xy = cv2.goodFeaturesToTrack(big, 600, 0.005, 10, blockSize=7).reshape(-1, 2).astype(np.float32)
+    xy = xy[(xy.min(axis=1) > 40) & (xy[:, 0] < 1240) & (xy[:, 1] < 920)]
+    truth = (xy + 0.5) / 2 - 0.5  # pixel centres of an area-averaged half-size image
+    start = (truth + rng.normal(0.0, 1.0, truth.shape)).astype(np.float32)
+    pos, ok = track_between_views(normalize_for_tracking(big), K_big, np.eye(4), normalize_for_tracking(small),
+                                  K_small, np.eye(4), xy, start, 15, 2, 0.0, True)
+    err = np.linalg.norm(pos - truth, axis=1)[ok]
+    assert ok.mean() > 0.9 and np.median(err) < 0.15 and np.mean(err < 0.5) > 0.6, (ok.mean(), np.median(err))
+
+
 def test_few_distant_views_get_keyframes_from_the_maps_scene_coordinates(room, room_map):
     """Where fewer than min_neighbours views lie within the neighbour distance, the map's scene
     coordinates say how far neighbours may be (by depth) and where LK starts; without them such

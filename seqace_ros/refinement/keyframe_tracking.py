@@ -179,13 +179,27 @@ def track_between_views(src: np.ndarray, K_src: np.ndarray, T_src: np.ndarray, d
         return track_patches(src, dst, xy, init, window, levels, fb_px)
     H = (_rotation_homography(K_src, T_src, K_dst, T_dst) if plane_depth is None
          else _plane_homography(K_src, T_src, K_dst, T_dst, plane_depth))
-    warped = cv2.warpPerspective(src, H, (dst.shape[1], dst.shape[0]), flags=cv2.INTER_LINEAR,
+    # A warp that shrinks the source (a high-resolution keyframe, a lower-resolution query) would
+    # sample it without low-pass filtering, aliasing its texture: halve it first as often as needed.
+    pyramid, shrink = src, _local_scale(H, src.shape[1] / 2.0, src.shape[0] / 2.0)
+    halvings = 0
+    while shrink < 0.75 and halvings < 3 and min(pyramid.shape) > 32:
+        pyramid, shrink, halvings = cv2.pyrDown(pyramid), 2.0 * shrink, halvings + 1
+    H_pyr = H @ np.diag([2.0 ** halvings, 2.0 ** halvings, 1.0])  # pyrDown: level pixel i is source pixel 2i
+    warped = cv2.warpPerspective(pyramid, H_pyr, (dst.shape[1], dst.shape[0]), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
     h = np.hstack([xy, np.ones((len(xy), 1))]) @ H.T
     ok_w = h[:, 2] > 1e-6
     xy_w = (h[:, :2] / np.where(ok_w, h[:, 2], 1.0)[:, None]).astype(np.float32)
     pos, ok = track_patches(warped, dst, xy_w, init, window, levels, fb_px)
     return pos, ok & ok_w
+
+
+def _local_scale(H: np.ndarray, x: float, y: float) -> float:
+    """How much the homography ``H`` scales lengths around the pixel (x, y)."""
+    p = np.array([[x, y, 1.0], [x + 1.0, y, 1.0], [x, y + 1.0, 1.0]]) @ H.T
+    q = p[:, :2] / p[:, 2:3]
+    return float(np.sqrt(abs(np.linalg.det(np.stack([q[1] - q[0], q[2] - q[0]])))))
 
 
 def _rotation_homography(K_src: np.ndarray, T_src: np.ndarray, K_dst: np.ndarray, T_dst: np.ndarray
