@@ -10,7 +10,8 @@ metre, 640x480, ``--queries`` query frames), map it with the mapping defaults (w
 does, keyframes included), localize the queries with and without the keyframe refinement, and map
 and localize the same frames with the peer. With ``--photos-every N`` the same is done for a
 sparse mapping set, every N-th mapping frame (a few photos instead of a drive), and with
-``--photo-size WxH`` for photos of that size taken at the same places. Prints one table,
+``--photo-size WxH`` for photos of that size taken at the same places (standing still: no
+motion blur). Prints one table,
 writes JSON and a plot of the median error against the courtyard's area.
 """
 
@@ -56,15 +57,18 @@ def photo_set(drive: Path, size_m: float, every: int, width: int, height: int, s
     """A scene folder whose mapping frames are photos of ``width`` x ``height`` taken along the
     drive's path, one where every ``every``-th drive frame was (the same world and path, rendered
     at a lower frame rate), and whose queries are the drive's (the robot's camera)."""
-    from seqace_ros.data.synthetic import generate_scene
+    from seqace_ros.data.synthetic import camera_noise, generate_scene
 
-    render = work / f"courtyard_{size_m:g}m_photos_{width}x{height}_render"
+    render = work / f"courtyard_{size_m:g}m_photos_{width}x{height}_still_render"
     if not (render / "scene.json").is_file():
         n_drive = int(FRAMES_PER_M * size_m)
+        # The drive's camera imperfections, except motion blur: a photo is taken standing still (at
+        # the photos' frame rate the robot's shutter would smear them over metres).
+        still = dict(camera_noise("low").as_dict(), motion_blur=0.0)
         generate_scene(render, kind="courtyard", size_m=size_m, mapping_frames=(n_drive - 1) // every + 1,
                        query_frames=1, speed=SPEED, fps=FPS / every, width=width, height=height, seed=seed,
-                       overwrite=True)
-    out = work / f"courtyard_{size_m:g}m_photos_{width}x{height}"
+                       noise=still, overwrite=True)
+    out = work / f"courtyard_{size_m:g}m_photos_{width}x{height}_still"
     _link_split(render / "train", out / "train")
     _link_split(drive / "test", out / "test")
     return out
