@@ -89,7 +89,7 @@ class RansacOptions:
         """The bound C++ struct (raises ValueError for an unknown scoring or loss name)."""
         if not 0 <= int(self.seed) < 2**64:
             raise ValueError(f"RansacOptions.seed must be in [0, 2**64), got {self.seed}")
-        native = _native().RansacOptions()
+        native = native_module().RansacOptions()
         for f in dataclasses.fields(self):
             setattr(native, f.name, getattr(self, f.name))
         native.validate()
@@ -142,7 +142,8 @@ class Frame:
 _NATIVE: ModuleType | None = None
 
 
-def _native() -> ModuleType:
+def native_module() -> ModuleType:
+    """The C++ extension (RANSAC, triangulation), loaded once; a clear error if it is not built."""
     global _NATIVE
     if _NATIVE is None:
         try:
@@ -222,7 +223,7 @@ def estimate_pose(points2d: np.ndarray, points3d: np.ndarray, K: np.ndarray,
         raise ValueError(f"points2d and points3d must have the same number of rows, "
                          f"got {p2.shape[0]} and {p3.shape[0]}")
     Km = _as_matrix(K, (3, 3), "K")
-    r = _native().estimate_pose(p2, p3, Km, _options(options, overrides))
+    r = native_module().estimate_pose(p2, p3, Km, _options(options, overrides))
     return RansacResult(inliers=r.inliers_per_frame[0], **_fields(r))
 
 
@@ -250,6 +251,6 @@ def estimate_pose_multi(frames: Sequence[Frame | tuple], options: RansacOptions 
                              f"rows, got {p2.shape[0]} and {p3.shape[0]}")
         converted.append((p2, p3, _as_matrix(f[2], (3, 3), f"frame {i}: K"),
                           _as_matrix(f[3], (4, 4), f"frame {i}: T_cur_from_frame")))
-    r = _native().estimate_pose_multi(converted, _options(options, overrides))
+    r = native_module().estimate_pose_multi(converted, _options(options, overrides))
     masks = list(r.inliers_per_frame)
     return MultiFrameResult(inliers=masks[0], inliers_per_frame=masks, **_fields(r))

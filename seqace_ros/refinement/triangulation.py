@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ransac import _native
+from ..ransac import native_module
 
 
 @dataclass
@@ -46,7 +46,7 @@ def triangulate_tracks(obs_track: np.ndarray, obs_image: np.ndarray, obs_xy: np.
     if not (len(obs_track) == len(obs_image) == len(obs_xy)):
         raise ValueError("obs_track, obs_image and obs_xy must have the same length")
     w2c = np.linalg.inv(np.asarray(poses_c2w, np.float64))[:, :3, :]
-    native = _native()  # a clear error if the C++ module is not built
+    native = native_module()
     options = native.TriangulationOptions()
     for name in ("max_reproj_px", "min_angle_deg", "min_views", "min_depth_m", "iterations"):
         setattr(options, name, getattr(settings, name))
