@@ -26,7 +26,7 @@ import numpy as np
 from .. import ransac
 from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
-from ..relocalization.pnp import project
+from ..relocalization.pnp import project, reprojection_errors
 from .triangulation import TriangulationSettings, triangulate_tracks
 
 
@@ -418,17 +418,12 @@ def support_kept(refined_c2w: np.ndarray, regressed_c2w: np.ndarray, K: np.ndarr
                  points3d: np.ndarray, threshold_px: float) -> float:
     """Share of the correspondences within ``threshold_px`` of the regressed pose that are still
     within it under the refined pose (1.0 when there are none)."""
-    p3 = np.asarray(points3d, np.float64)
-    p2 = np.asarray(points2d, np.float64)
-
-    def within(T: np.ndarray) -> np.ndarray:
-        px, front = project(p3, K, T)
-        return front & (np.linalg.norm(px - p2, axis=1) < threshold_px)
-
-    before = within(regressed_c2w)
+    p2, p3 = np.asarray(points2d, np.float64), np.asarray(points3d, np.float64)
+    before = reprojection_errors(p2, p3, K, regressed_c2w) < threshold_px
     if not before.any():
         return 1.0
-    return float((within(refined_c2w) & before).sum() / before.sum())
+    after = reprojection_errors(p2, p3, K, refined_c2w) < threshold_px
+    return float((after & before).sum() / before.sum())
 
 
 class KeyframeRefiner:

@@ -12,7 +12,7 @@ track, which numpy could only batch through its slow small-matrix kernels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -48,8 +48,8 @@ def triangulate_tracks(obs_track: np.ndarray, obs_image: np.ndarray, obs_xy: np.
     w2c = np.linalg.inv(np.asarray(poses_c2w, np.float64))[:, :3, :]
     native = native_module()
     options = native.TriangulationOptions()
-    for name in ("max_reproj_px", "min_angle_deg", "min_views", "min_depth_m", "iterations"):
-        setattr(options, name, getattr(settings, name))
+    for name, value in asdict(settings).items():  # the C++ struct mirrors the dataclass field by field
+        setattr(options, name, value)
     points, valid, inlier, error = native.triangulate_tracks(
         obs_track, obs_image, obs_xy, np.ascontiguousarray(w2c), np.asarray(Ks, np.float64), int(num_tracks),
         options)
