@@ -306,3 +306,25 @@ def test_int8_encoder_calibrates_on_the_keyframe_images_and_localizes_like_bf16(
         Relocalizer(bare, RelocConfig(encoder_precision="int8", backend="openvino"), device="cpu")
     with pytest.raises(EncoderError, match="OpenVINO backend"):
         Relocalizer(scene_map, RelocConfig(encoder_precision="int8", backend="torch"), device="cpu")
+
+
+def test_tracking_normalization_removes_exposure_and_follows_local_contrast(room):
+    """The half-resolution local statistics give what full-resolution ones would (a few grey
+    levels on average), and a change of exposure (gain and offset) leaves the result nearly as is."""
+    import cv2
+
+    from seqace_ros.refinement.keyframe_tracking import normalize_for_tracking
+
+    gray = to_gray(load_split(room, "test")[0].load_image())
+    out = normalize_for_tracking(gray)
+    assert out.shape == gray.shape and out.dtype == np.uint8
+    g = gray.astype(np.float32)
+    mean = cv2.GaussianBlur(g, (25, 25), 4.0)
+    dev = cv2.sqrt(cv2.max(cv2.GaussianBlur(g * g, (25, 25), 4.0) - mean * mean, 0.0)) + 4.0
+    full = np.clip(128.0 + 40.0 * (g - mean) / dev, 0, 255)
+    assert np.abs(out.astype(float) - full).mean() < 2.0
+    assert out.std() > 10.0  # the texture is kept, not flattened
+    darker = np.clip(0.6 * g + 10.0, 0, 255).astype(np.uint8)
+    assert np.abs(normalize_for_tracking(darker).astype(float) - out.astype(float)).mean() < 4.0
+    for shape in ((1, 1), (3, 5), (7, 1)):  # degenerate sizes do not fail
+        assert normalize_for_tracking(np.zeros(shape, np.uint8)).shape == shape
