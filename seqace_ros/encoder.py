@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import SeqaceError
-from .inference import compile_model, convert, resolve_backend
+from .inference import PerShapeModel, convert, resolve_backend
 from .input_bounds import HARD_LIMITS, ImageLimits, size_problem
 from .precision import cpu_supports_bf16
 from .settings import PRECISIONS
@@ -245,7 +245,7 @@ class XFeatEncoder:
         self.threads = int(threads)
         self._optimize = optimize and self.device.type == "cpu"
         self._traced: dict[tuple[int, int], torch.jit.ScriptModule] = {}
-        self._compiled = None  # the OpenVINO model, compiled at the first image
+        self._compiled = None  # the OpenVINO model, compiled per image size from the first image on
 
     def quantize_int8(self, images: list[np.ndarray]) -> None:
         """Run the encoder in int8 from now on (OpenVINO backend): NNCF post-training quantization
@@ -261,7 +261,7 @@ class XFeatEncoder:
         model = convert(XFeatCells(self.net), tensors[0].clone(), dynamic_axes=(2, 3))
         model = quantize_model(model, [t.numpy() for t in tensors])
         # Operations NNCF leaves in floating point run in bf16 where the CPU has it.
-        self._compiled = compile_model(model, "bf16" if self.bf16 else "fp32", self.threads or torch.get_num_threads())
+        self._compiled = PerShapeModel(model, "bf16" if self.bf16 else "fp32", self.threads or torch.get_num_threads())
         self.precision = "int8"
 
     def _cells_openvino(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -271,7 +271,7 @@ class XFeatEncoder:
                 # One model for every image size: mapping sees many sizes, and converting takes seconds.
                 model = convert(XFeatCells(self.net), x.clone(), dynamic_axes=(2, 3))
                 _CONVERTED[self.weights_sha256] = model
-            self._compiled = compile_model(model, "bf16" if self.bf16 else "fp32",
+            self._compiled = PerShapeModel(model, "bf16" if self.bf16 else "fp32",
                                            self.threads or torch.get_num_threads())
         return tuple(torch.from_numpy(a) for a in self._compiled(x.numpy()))
 

@@ -110,6 +110,34 @@ def quantize_model(model, inputs: list[np.ndarray]):
                          subset_size=len(inputs))
 
 
+class PerShapeModel:
+    """A converted one-input model compiled for each input shape it meets, up to ``max_shapes``
+    (then one compiled for any shape serves the rest). With the shape fixed the CPU plugin plans
+    its kernels and buffers ahead: the encoder runs faster in int8 and fp32, as fast in bf16
+    (benchmarks/README.md, "A cheaper refinement, a static-shape encoder"). A camera gives one
+    shape, so one compilation of a fraction of a second at the first frame."""
+
+    def __init__(self, model, precision: str, threads: int, max_shapes: int = 4) -> None:
+        self.model, self.precision, self.threads, self.max_shapes = model, precision, threads, max_shapes
+        self._by_shape: dict[tuple[int, ...], OpenVinoModel] = {}
+        self._any: OpenVinoModel | None = None
+
+    def __call__(self, x: np.ndarray) -> Sequence[np.ndarray]:
+        key = tuple(int(n) for n in x.shape)
+        compiled = self._by_shape.get(key)
+        if compiled is None and len(self._by_shape) < self.max_shapes:
+            import openvino as ov
+
+            static = self.model.clone()
+            static.reshape({static.inputs[0]: ov.PartialShape(list(key))})
+            compiled = self._by_shape[key] = compile_model(static, self.precision, self.threads)
+        if compiled is None:
+            if self._any is None:
+                self._any = compile_model(self.model, self.precision, self.threads)
+            compiled = self._any
+        return compiled(x)
+
+
 class OpenVinoModel:
     """A compiled model with one infer request; outputs are copied out (the request reuses its buffers)."""
 

@@ -11,7 +11,8 @@ import torch
 
 from seqace_ros.encoder import EncoderError, XFeatEncoder
 from seqace_ros.head import HeadTrunk, SceneHead
-from seqace_ros.inference import BackendError, compile_for_cpu, openvino_available, resolve_backend
+from seqace_ros.inference import (BackendError, PerShapeModel, compile_for_cpu, convert, openvino_available,
+                                  resolve_backend)
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
 
@@ -78,6 +79,23 @@ def test_openvino_head_trunk_equals_torch_for_any_cell_count():
             assert float((out32 - ref).abs().max()) < 1e-4
             # bf16 rounds the hidden layers only; the output layer and the mean stay fp32.
             assert float(((out16 - ref).norm(dim=1) / (ref - head.mean).norm(dim=1)).median()) < 0.05
+
+
+@needs_openvino
+def test_a_model_compiled_per_input_shape_equals_the_any_shape_one():
+    """Each shape met gets its own compilation up to the cap; beyond it the any-shape model
+    serves, with the same outputs either way."""
+    torch.manual_seed(1)
+    head = SceneHead(width=64, num_blocks=1, mean=torch.zeros(3)).eval()
+    model = convert(HeadTrunk(head), torch.randn(50, 64), dynamic_axes=(0,))
+    per_shape = PerShapeModel(model, "fp32", 2, max_shapes=2)
+    any_shape = compile_for_cpu(HeadTrunk(head), torch.randn(50, 64), "fp32", 2, dynamic_axes=(0,))
+    for n in (50, 13, 50, 77):
+        x = torch.randn(n, 64).numpy()
+        (a,), (b,) = per_shape(x), any_shape(x)
+        assert a.shape == (n, 64) and np.allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert sorted(per_shape._by_shape) == [(13, 64), (50, 64)]
+    assert per_shape._any is not None  # 77 rows: past the cap
 
 
 @needs_openvino
