@@ -3,8 +3,8 @@
 
 The node runs as its own process (as `ros2 run` starts it); this script publishes the query images of
 a scene at --rate Hz (sensor_msgs/Image bgr8 + CameraInfo, stamped at publication) and records when
-each frame's output (pose, or the inlier marker of a lost frame) arrives, and the node's RSS once a
-second. Traffic stays on loopback, in its own ROS domain, with the repository's Fast DDS SHM profile.
+each frame's pose arrives (with --rviz also the inlier marker, which a lost frame answers with, and
+the path, as RViz subscribes to them), and the node's RSS once a second. Traffic stays on loopback, in its own ROS domain, with the repository's Fast DDS SHM profile.
 
     python benchmarks/ros_node_latency.py                     # tiny synthetic scene, 120 s at 30 Hz
     python benchmarks/ros_node_latency.py --duration 20 --json results/ros_node_latency.json
@@ -108,7 +108,11 @@ def run(args) -> dict:
                 received[s] = (t, localized)
 
     node.create_subscription(PoseWithCovarianceStamped, "/relocalization_node/pose", lambda m: on_output(m, True), reliable)
-    node.create_subscription(Marker, "/relocalization_node/inliers", lambda m: on_output(m, False), reliable)
+    if args.rviz:  # what RViz subscribes to besides the pose; the node builds these only for a subscriber
+        from nav_msgs.msg import Path as PathMsg
+
+        node.create_subscription(Marker, "/relocalization_node/inliers", lambda m: on_output(m, False), reliable)
+        node.create_subscription(PathMsg, "/relocalization_node/path", lambda m: None, reliable)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinning = True
@@ -197,7 +201,7 @@ def run(args) -> dict:
         "sustained_fps": len(pairs) / args.duration,
         "backend": args.backend, "threads": args.threads, "head_precision": args.head_precision,
         "encoder_precision": args.encoder_precision, "refine": not args.no_refine,
-        "num_cells": args.cells, "image_height": args.image_height,
+        "num_cells": args.cells, "image_height": args.image_height, "rviz_subscriptions": args.rviz,
         # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
         "cpu_ms_per_frame": 1000.0 * cpu_used / len(pairs) if pairs else None,
         "cpu_cores_busy": cpu_used / args.duration,
@@ -215,6 +219,7 @@ def table(r: dict) -> str:
     rows = [
         ("image size", f"{r['image_size'][0]}x{r['image_size'][1]}"),
         ("input rate", f"{r['input_rate_hz']:.0f} Hz for {r['duration_s']:.0f} s ({r['frames_sent']} frames)"),
+        ("subscribed to", "pose, inliers, path (as RViz)" if r.get("rviz_subscriptions") else "pose"),
         ("processed / localized", f"{r['frames_processed']} / {r['frames_localized']}"),
         ("sustained rate", f"{r['sustained_fps']:.1f} fps"),
         ("node CPU per answered frame", f"{r['cpu_ms_per_frame']:.1f} ms ({r['cpu_cores_busy']:.2f} cores busy)"
@@ -248,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-refine", action="store_true", help="the node's refine parameter set to false")
     ap.add_argument("--image-height", type=int, default=0,
                     help="the node's image_height parameter (0: the map's own)")
+    ap.add_argument("--rviz", action="store_true",
+                    help="also subscribe to ~/inliers and ~/path as RViz does (the node builds them only for a "
+                         "subscriber); lost frames answer on ~/inliers, so without it only localized frames count")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")
     ap.add_argument("--workdir", default=str(REPO / "results" / "ros_node_latency"))
     ap.add_argument("--json", default=str(REPO / "results" / "ros_node_latency.json"))

@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        from .threads import use_threads
+        use_threads(args.threads)
     from .errors import SeqaceError
 
     try:

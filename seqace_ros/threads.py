@@ -22,3 +22,14 @@ def prefer_passive_waiting() -> bool:
         return False
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return True
+
+
+def use_threads(threads: int) -> None:
+    """Cap the CPU threads of torch's kernels and of OpenCV (the refinement's tracking and warps)
+    at ``threads`` (> 0). OpenCV would otherwise use every core of the computer, whatever the
+    ``threads`` setting says; OpenVINO models take the count when they are compiled."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(int(threads))
+    cv2.setNumThreads(int(threads))

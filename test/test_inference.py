@@ -159,6 +159,14 @@ def test_entry_points_make_openmp_threads_sleep_unless_the_user_chose_a_policy()
     assert _run_python(late) == "False None"
 
 
+def test_the_threads_setting_caps_opencv_as_well_as_torch():
+    """`seqace --threads 1` caps OpenCV's pool too (the refinement's tracking), which would
+    otherwise take every core of the computer."""
+    code = ("import cv2, torch, seqace_ros.cli as c; c.main(['--threads', '1', 'info', 'no_such_map.safetensors']); "
+            "print(cv2.getNumThreads(), torch.get_num_threads())")
+    assert _run_python(code).splitlines()[-1] == "1 1"
+
+
 @needs_openvino
 def test_int8_head_calibrates_on_the_maps_features_and_localizes_like_bf16(tmp_path_factory, tmp_path):
     """Maps carry calibration features (a sample of the buffer); precision int8 quantizes the head

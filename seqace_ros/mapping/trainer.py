@@ -28,6 +28,7 @@ from ..errors import SeqaceError
 from ..head import SceneHead
 from ..mapfile import SceneMap
 from ..precision import autocast_dtype
+from ..threads import use_threads
 from .buffer import TrainingBuffer, build_buffer
 from .config import MappingConfig
 from .cross_frame import frame_links
@@ -100,7 +101,7 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
     if not frames:
         raise ValueError("no mapping frames")
     if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
+        use_threads(int(config.num_threads))
     device = resolve_device(config.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and device.type == "cuda":

@@ -128,7 +128,8 @@ class Relocalizer:
         K = np.asarray(K, dtype=np.float64)
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        enc = self.encoder.encode(image)
+        gray = to_gray(image)  # once: the encoder and the refinement both take it
+        enc = self.encoder.encode(gray)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: time the encoder, not its launch
         t1 = time.perf_counter()
@@ -143,7 +144,7 @@ class Relocalizer:
             if dense.localized or dense.num_inliers > result.num_inliers:
                 result = dense
         if refine and result.localized and self.refiner is not None:
-            self.refine(result, image, K, timing)
+            self.refine(result, gray, K, timing)
         timing["total"] = (time.perf_counter() - t0) * 1000.0
         result.timing_ms = timing
         return result

@@ -69,9 +69,9 @@ class LocalizationEngine:
         from ..relocalization.localizer import make_localizer
 
         if self.settings.threads:
-            import torch
+            from ..threads import use_threads
 
-            torch.set_num_threads(self.settings.threads)
+            use_threads(self.settings.threads)
         return make_localizer(scene_map, self._config(), mode=mode, device=self.settings.device)
 
     def load(self, path: str) -> dict:

@@ -366,7 +366,9 @@ class RelocalizationNode(Node):
     # ---------------------------------------------------------------- publishing
     def _publish(self, result, camera_frame: str, stamp_ns: int) -> None:
         map_frame = self.p["map_frame"]
-        if self.p["publish_inliers"] and len(result.points3d):
+        # Visualization messages are built only for a subscriber (RViz): hundreds of points and poses
+        # converted to ROS messages every frame cost CPU a robot without a display need not spend.
+        if self.p["publish_inliers"] and len(result.points3d) and self.pub_inliers.get_subscription_count():
             inl = np.asarray(result.inliers, bool)
             pts = result.points3d[inl] if inl.shape[:1] == result.points3d.shape[:1] else result.points3d
             self.pub_inliers.publish(M.inlier_marker(pts, map_frame, stamp_ns, result.localized))
@@ -383,8 +385,10 @@ class RelocalizationNode(Node):
         with self._state_lock:
             self._last_pose = (T, camera_frame, stamp_ns)
             self._path.append(M.pose_stamped(T, map_frame, stamp_ns))
-            path = Path(header=M.header(map_frame, stamp_ns), poses=list(self._path))
-        self.pub_path.publish(path)
+            path = (Path(header=M.header(map_frame, stamp_ns), poses=list(self._path))
+                    if self.pub_path.get_subscription_count() else None)
+        if path is not None:
+            self.pub_path.publish(path)
         if not self.p["publish_tf"]:
             return
         odom = self.p["odom_frame"]
