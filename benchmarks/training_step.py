@@ -2,12 +2,14 @@
 """Training throughput of the head: samples/s per batch size, alone and beside a busy process.
 
     python benchmarks/training_step.py [--batches 2048,8192] [--threads 2] [--seconds 8]
-        [--width 512] [--blocks 2] [--precision bf16|fp32] [--contention] [--json OUT.json]
+        [--width 512] [--blocks 2] [--precision bf16|fp32] [--contention] [--repeats 1] [--json OUT.json]
 
 Runs the mapping step as the trainer does (head forward under autocast, ACE's reprojection loss,
 AdamW) on random buffer-shaped data, for a fixed wall time per setting, and reports iterations/s,
 samples/s and the head's GFLOP/s (forward + backward ~ 3x the forward's matrix work). With
-``--contention`` each setting runs again while one other process spins on a core. OpenMP reads its
+``--contention`` each setting runs again while one other process spins on a core; ``--repeats N``
+alternates the two N times and reports the medians (the share of the alone rate: the median of
+the N pairs' shares), since one window of a few seconds moves by several points. OpenMP reads its
 wait policy when torch loads: the script uses PASSIVE, as the seqace command does (``--omp-default``:
 OpenMP's default; OMP_WAIT_POLICY in the environment wins over both).
 """
@@ -75,6 +77,7 @@ def main() -> int:
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--contention", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1, help="alone/contended pairs per batch (medians reported)")
     ap.add_argument("--json", type=Path, default=REPO / "results" / "training_step.json")
     add_omp_argument(ap)
     args = ap.parse_args()
@@ -87,12 +90,24 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     rows = []
+    import numpy as np
+
+    def median_row(runs: list[dict]) -> dict:
+        return {**runs[0], **{k: float(np.median([r[k] for r in runs])) for k in ("it_per_s", "samples_per_s", "gflops")},
+                "runs": len(runs)}
+
     for b in [int(x) for x in args.batches.split(",") if x.strip()]:
-        row = step_rate(b, args.width, args.blocks, args.precision, args.seconds)
-        if args.contention:
-            with busy_process():
-                busy = step_rate(b, args.width, args.blocks, args.precision, args.seconds)
-            row["contention"] = {**busy, "share_of_alone": busy["it_per_s"] / row["it_per_s"]}
+        alone, busy = [], []
+        for _ in range(max(1, args.repeats)):
+            alone.append(step_rate(b, args.width, args.blocks, args.precision, args.seconds))
+            if args.contention:
+                with busy_process():
+                    busy.append(step_rate(b, args.width, args.blocks, args.precision, args.seconds))
+        row = median_row(alone)
+        if busy:
+            shares = [c["it_per_s"] / a["it_per_s"] for a, c in zip(alone, busy)]
+            row["contention"] = {**median_row(busy), "share_of_alone": float(np.median(shares)),
+                                 "shares": shares}
         rows.append(row)
     policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
     print(f"\nhead width {args.width}, {args.blocks} blocks, {args.precision}, {args.threads} threads, "
@@ -102,9 +117,10 @@ def main() -> int:
                 f"{r['gflops']:6.1f} GFLOP/s")
         if "contention" in r:
             c = r["contention"]
-            line += f" | beside a busy process {c['it_per_s']:6.1f} it/s ({100 * c['share_of_alone']:.0f}%)"
+            line += f" | beside a busy process {c['it_per_s']:6.1f} it/s ({100 * c['share_of_alone']:.0f}%"
+            line += f", pairs {' '.join(f'{100 * v:.0f}' for v in c['shares'])})" if len(c["shares"]) > 1 else ")"
         print(line)
-    write_json({"threads": args.threads, "omp_wait_policy": policy, "precision": args.precision,
+    write_json({"threads": args.threads, "omp_wait_policy": policy, "repeats": args.repeats, "precision": args.precision,
                 "width": args.width, "blocks": args.blocks, "rows": rows}, args.json)
     print(f"JSON written to {args.json}")
     return 0

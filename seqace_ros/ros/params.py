@@ -90,7 +90,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("refine", _RELOC.refine, "Refine each pose by tracking the map's keyframes into the image "
               "(maps made with keyframes, the default since they came); more precise, a few ms more per "
               "frame (benchmarks/README.md, \"Keyframe refinement\").", read_only=True),
-    ParamSpec("threads", 0, "CPU threads of the networks and RANSAC; 0: all cores. On a robot whose cores "
+    ParamSpec("threads", 0, "CPU threads of the networks, the refinement (OpenCV) and RANSAC; 0: all cores. On a robot whose cores "
               "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
     ParamSpec("max_image_pixels", _RELOC.max_image_pixels, "Images (and CameraInfo sizes, and "
@@ -122,8 +122,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "of publishing nothing."),
     ParamSpec("lost_variance", 1.0e6, "Diagonal of the covariance published when lost (publish_when_lost).",
               min_value=1.0),
-    ParamSpec("path_length", 500, "Poses kept in ~/path.", min_value=1, max_value=100000),
-    ParamSpec("publish_inliers", True, "Publish the inlier scene points as markers on ~/inliers."),
+    ParamSpec("path_length", 500, "Poses kept in ~/path (the message is built only while something subscribes).",
+              min_value=1, max_value=100000),
+    ParamSpec("publish_inliers", True, "Publish the inlier scene points as markers on ~/inliers (built only "
+              "while something subscribes)."),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.05,
               max_value=60.0),
     ParamSpec("no_image_timeout", 2.0, "Report a warning on /diagnostics when no image came for this many "
