@@ -328,3 +328,22 @@ def test_tracking_normalization_removes_exposure_and_follows_local_contrast(room
     assert np.abs(normalize_for_tracking(darker).astype(float) - out.astype(float)).mean() < 4.0
     for shape in ((1, 1), (3, 5), (7, 1)):  # degenerate sizes do not fail
         assert normalize_for_tracking(np.zeros(shape, np.uint8)).shape == shape
+
+
+def test_nearest_keyframes_weigh_the_viewing_angle_as_configured():
+    """A keyframe 2 cm away but turned 10 deg against one 10 cm away looking the same way: which
+    comes first follows the configured metres per degree; beyond max_angle_deg neither counts."""
+    from seqace_ros.refinement.keyframe_tracking import Keyframe, TrackingConfig
+
+    def keyframe(x: float, yaw_deg: float) -> Keyframe:
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
+        T[0, 3] = x
+        return Keyframe(np.zeros((8, 8), np.uint8), T, np.eye(3), np.zeros((1, 2), np.float32),
+                        np.array([[0.0, 0.0, 2.0]], np.float32))
+
+    frames = [keyframe(0.10, 0.0), keyframe(0.02, 10.0), keyframe(0.0, 45.0)]
+    query = np.eye(4)
+    order = lambda w: KeyframeRefiner(frames, TrackingConfig(angle_weight_m_per_deg=w, keyframes=3)).nearest(query)
+    assert order(0.01).tolist() == [0, 1]  # 0.10 m against 0.02 + 0.10 m; the 45 deg one is out
+    assert order(0.001).tolist() == [1, 0]  # 0.10 m against 0.02 + 0.01 m

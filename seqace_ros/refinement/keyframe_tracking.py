@@ -77,6 +77,11 @@ class TrackingConfig:
 
     keyframes: int = 2  # nearest keyframes tracked into the query (3: slower, no more precise)
     max_angle_deg: float = 30.0
+    # Nearest by distance plus this many metres per degree of viewing angle. The warp removes the
+    # rotation between the views, while the parallax of the distance deforms the patches LK
+    # compares: the tracks' error grows with the distance. 0.02 (before) gave fewer frames within
+    # 2 cm on the kitchen, 0.005 a coarser median with int8 networks (benchmarks/README.md, "Session 9").
+    angle_weight_m_per_deg: float = 0.01
     window_px: int = 15  # as precise as larger windows, and faster (benchmarks/README.md)
     # The regressed pose projects the points within a few pixels: one coarser level is enough
     # (0 lost recall on coarser maps; 2 cost a third more time for nothing; benchmarks/README.md).
@@ -454,10 +459,10 @@ class KeyframeRefiner:
                        else None for k in keyframes]
 
     def nearest(self, pose_c2w: np.ndarray) -> np.ndarray:
-        """Keyframes that look the same way, nearest first (a degree weighs like 2 cm)."""
+        """Keyframes that look the same way (within ``max_angle_deg``), nearest first."""
         d = np.linalg.norm(self.centres - pose_c2w[:3, 3], axis=1)
         ang = np.degrees(np.arccos(np.clip(self.axes @ pose_c2w[:3, 2], -1.0, 1.0)))
-        score = d + 0.02 * ang
+        score = d + self.config.angle_weight_m_per_deg * ang
         order = np.argsort(score)
         return order[ang[order] <= self.config.max_angle_deg][: self.config.keyframes]
 
