@@ -114,8 +114,8 @@ class PerShapeModel:
     """A converted one-input model compiled for each input shape it meets, up to ``max_shapes``
     (then one compiled for any shape serves the rest). With the shape fixed the CPU plugin plans
     its kernels and buffers ahead: the encoder runs faster in int8 and fp32, as fast in bf16
-    (benchmarks/README.md, "A cheaper refinement, a static-shape encoder"). A camera gives one
-    shape, so one compilation of a fraction of a second at the first frame."""
+    (benchmarks/README.md, "The encoder compiled for its image size"). A camera gives one shape,
+    so one compilation of a fraction of a second at its first frame."""
 
     def __init__(self, model, precision: str, threads: int, max_shapes: int = 4) -> None:
         self.model, self.precision, self.threads, self.max_shapes = model, precision, threads, max_shapes

@@ -90,8 +90,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("refine", _RELOC.refine, "Refine each pose by tracking the map's keyframes into the image "
               "(maps made with keyframes, the default since they came); more precise, a few ms more per "
               "frame (benchmarks/README.md, \"Keyframe refinement\").", read_only=True),
-    ParamSpec("threads", 0, "CPU threads of the networks, the refinement (OpenCV) and RANSAC; 0: all cores. On a robot whose cores "
-              "are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
+    ParamSpec("threads", 0, "CPU threads of the networks, the refinement (OpenCV) and RANSAC; 0: all cores. "
+              "On a robot whose cores are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
     ParamSpec("max_image_pixels", _RELOC.max_image_pixels, "Images (and CameraInfo sizes, and "
               "compressed-image headers, checked before decoding) with more pixels are refused.",
