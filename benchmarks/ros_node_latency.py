@@ -18,6 +18,7 @@ what the CPU allows and the latency stays bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -30,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ros_support.harness import NodeProcess, apply_environment, pick_domain_id, rss_mb, write_params  # noqa: E402
 
@@ -155,6 +157,11 @@ def run(args) -> dict:
     next_t, next_rss, i = start, start, 0
     cpu_start = None
     total = args.warmup + args.duration
+    busy = contextlib.ExitStack()
+    if args.busy:  # one other process spinning on a core for the whole run, as on a busy robot
+        from backends import busy_process
+
+        busy.enter_context(busy_process())
     while True:
         now = time.perf_counter()
         if now - start >= total:
@@ -179,6 +186,7 @@ def run(args) -> dict:
         i += 1
         next_t += period
     cpu_used = cpu_seconds(proc.proc.pid) - (cpu_start or 0.0)
+    busy.close()
     time.sleep(2.0)
     spinning = False
     spin_thread.join()
@@ -202,6 +210,7 @@ def run(args) -> dict:
         "backend": args.backend, "threads": args.threads, "head_precision": args.head_precision,
         "encoder_precision": args.encoder_precision, "refine": not args.no_refine,
         "num_cells": args.cells, "image_height": args.image_height, "rviz_subscriptions": args.rviz,
+        "busy_process": args.busy,
         # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
         "cpu_ms_per_frame": 1000.0 * cpu_used / len(pairs) if pairs else None,
         "cpu_cores_busy": cpu_used / args.duration,
@@ -220,6 +229,7 @@ def table(r: dict) -> str:
         ("image size", f"{r['image_size'][0]}x{r['image_size'][1]}"),
         ("input rate", f"{r['input_rate_hz']:.0f} Hz for {r['duration_s']:.0f} s ({r['frames_sent']} frames)"),
         ("subscribed to", "pose, inliers, path (as RViz)" if r.get("rviz_subscriptions") else "pose"),
+        ("beside a busy process", "yes" if r.get("busy_process") else "no"),
         ("processed / localized", f"{r['frames_processed']} / {r['frames_localized']}"),
         ("sustained rate", f"{r['sustained_fps']:.1f} fps"),
         ("node CPU per answered frame", f"{r['cpu_ms_per_frame']:.1f} ms ({r['cpu_cores_busy']:.2f} cores busy)"
@@ -256,6 +266,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rviz", action="store_true",
                     help="also subscribe to ~/inliers and ~/path as RViz does (the node builds them only for a "
                          "subscriber); lost frames answer on ~/inliers, so without it only localized frames count")
+    ap.add_argument("--busy", action="store_true",
+                    help="one other process spins on a core while the images are published (a busy robot); "
+                         "with --rate above what the node sustains, the answered rate is its throughput")
     ap.add_argument("--cache", default=str(REPO / ".cache" / "ros_bench"), help="tiny scene cache folder")
     ap.add_argument("--workdir", default=str(REPO / "results" / "ros_node_latency"))
     ap.add_argument("--json", default=str(REPO / "results" / "ros_node_latency.json"))
