@@ -31,7 +31,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ros_support.harness import NodeProcess, apply_environment, pick_domain_id, rss_mb, write_params  # noqa: E402
 
