@@ -16,7 +16,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 from seqace_ros.refinement.known_poses import epipolar_distance, fundamental_from_poses, select_pairs  # noqa: E402
-from seqace_ros.refinement.triangulation import TriangulationSettings, triangulate_tracks  # noqa: E402
+from seqace_ros.refinement.triangulation import (TriangulationSettings, on_reference_rays,  # noqa: E402
+                                                 triangulate_tracks)
 
 F_PX, W, H = 300.0, 320, 240
 K = np.array([[F_PX, 0, W / 2], [0, F_PX, H / 2], [0, 0, 1.0]])
@@ -127,6 +128,40 @@ def test_triangulation_recovers_points_and_drops_an_outlier_observation():
     assert tri.valid.all()
     assert np.max(np.linalg.norm(tri.points - X, axis=1)) < 0.01  # metres
     assert not tri.obs_inlier[3] and tri.obs_inlier.sum() == len(xy) - 1
+
+
+def test_points_on_their_reference_rays_project_onto_their_pixels_and_fit_the_tracks_depth():
+    """A keyframe pixel defines its point: moved onto that pixel's ray at the depth the other views
+    fit best, the point projects exactly onto the pixel (a freely triangulated one misses it), lies
+    nearer the truth, and a track that disagrees with its pixel shows a large error."""
+    rng = np.random.default_rng(5)
+    poses = np.stack([_look_down_pose(0.1 * i - 0.2, 0.03 * i, 1.2, 4 * i) for i in range(5)])
+    X = np.column_stack([rng.uniform(-0.3, 0.3, (60, 2)), rng.uniform(-0.1, 0.1, 60)])
+    clean = np.stack([[(K @ pc[:3])[:2] / pc[2] for pc in (np.linalg.inv(T) @ np.append(p, 1.0) for T in poses)]
+                      for p in X])  # (points, views, 2)
+    ref_xy = clean[:, 0]  # view 0 is the keyframe: its pixels are exact by definition
+    tracks, images = np.repeat(np.arange(60), 4), np.tile(np.arange(1, 5), 60)
+    Ks = np.stack([K] * 5)
+    noisy = clean[:, 1:].reshape(-1, 2) + rng.normal(0, 0.4, (240, 2))
+    noisy[tracks == 7] += [0.0, 3.0]  # track 7 slid off its patch, across the epipolar lines
+    free = triangulate_tracks(np.concatenate([np.arange(60), tracks]), np.concatenate([np.zeros(60, int), images]),
+                              np.concatenate([ref_xy, noisy]), poses, Ks, 60,
+                              TriangulationSettings(max_reproj_px=5.0, min_angle_deg=1.0))
+    on_ray, rms = on_reference_rays(free.points, ref_xy, K, poses[0], tracks, images, noisy, poses, Ks)
+
+    def own_pixel_error(points):
+        uv = (points - poses[0][:3, 3]) @ poses[0][:3, :3] @ K.T
+        return np.linalg.norm(uv[:, :2] / uv[:, 2:] - ref_xy, axis=1)
+
+    assert np.max(own_pixel_error(on_ray)) < 1e-6
+    assert np.median(own_pixel_error(free.points)) > 0.05  # the offset the ray removes
+    good = np.arange(60) != 7
+    err_free, err_ray = (np.linalg.norm(p - X, axis=1)[good] for p in (free.points, on_ray))
+    assert np.median(err_ray) < 0.8 * np.median(err_free), (np.median(err_ray), np.median(err_free))
+    assert rms[7] > 2.0 and np.median(rms[good]) < 0.6
+    exact, exact_rms = on_reference_rays(free.points, ref_xy, K, poses[0], tracks, images,
+                                         clean[:, 1:].reshape(-1, 2), poses, Ks)
+    assert np.max(np.linalg.norm(exact - X, axis=1)) < 1e-6 and np.max(exact_rms) < 1e-6
 
 
 def test_triangulation_rejects_too_few_views_a_narrow_angle_and_points_behind():

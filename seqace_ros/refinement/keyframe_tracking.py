@@ -27,7 +27,7 @@ from .. import ransac
 from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
 from ..relocalization.pnp import project, reprojection_errors
-from .triangulation import TriangulationSettings, triangulate_tracks
+from .triangulation import TriangulationSettings, on_reference_rays, triangulate_tracks
 
 
 @dataclass
@@ -66,6 +66,11 @@ class KeyframeSettings:
     # precision while mapping (the neighbours are near; benchmarks/README.md), unlike at query time.
     derotate: bool = False
     epipolar_px: float = 1.0
+    # Each point is moved onto the ray of the keyframe pixel that defines it (its depth fitted to
+    # the tracks), and dropped if the tracks then miss it by more than the triangulation's error
+    # bound: a freely triangulated point misses its own pixel by a fraction of a pixel, an offset
+    # every query tracking that pixel inherited (benchmarks/README.md, "Session 10").
+    on_reference_rays: bool = True
     jpeg_quality: int = 95
     triangulation: TriangulationSettings = field(
         default_factory=lambda: TriangulationSettings(max_reproj_px=1.0, min_angle_deg=2.0, min_views=3))
@@ -365,17 +370,23 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             so_far = triangulate_tracks(np.concatenate(obs_track), np.concatenate(obs_image),
                                         np.concatenate(obs_xy), poses, Ks, len(xy), _BOOTSTRAP)
             X = np.where(so_far.valid[:, None], so_far.points, X if X is not None else np.nan)
-        tri = triangulate_tracks(np.concatenate(obs_track), np.concatenate(obs_image), np.concatenate(obs_xy),
-                                 poses, Ks, len(xy), s.triangulation)
+        all_track, all_image, all_xy = np.concatenate(obs_track), np.concatenate(obs_image), np.concatenate(obs_xy)
+        tri = triangulate_tracks(all_track, all_image, all_xy, poses, Ks, len(xy), s.triangulation)
         # The reference observation must be among the inliers: the point is defined by that pixel.
         ref_ok = tri.obs_inlier[:len(xy)] & tri.valid
+        points = tri.points
+        if s.on_reference_rays:
+            fit = tri.obs_inlier & (np.arange(len(all_track)) >= len(xy))  # the tracks, not the pixel itself
+            points, rms = on_reference_rays(tri.points, xy, Ks[i], poses[i], all_track[fit], all_image[fit],
+                                            all_xy[fit], poses, Ks)
+            ref_ok &= np.isfinite(points).all(axis=1) & (np.nan_to_num(rms, nan=np.inf) <= s.triangulation.max_reproj_px)
         n_obs += int(tri.obs_inlier.sum())
         if not wide:
             near_corners += len(xy)
             near_points += int(ref_ok.sum()) if ref_ok.sum() >= 8 else 0
         if ref_ok.sum() < 8:
             continue
-        keyframes.append(Keyframe(gray_i, poses[i], Ks[i].copy(), xy[ref_ok], tri.points[ref_ok].astype(np.float32)))
+        keyframes.append(Keyframe(gray_i, poses[i], Ks[i].copy(), xy[ref_ok], points[ref_ok].astype(np.float32)))
     stats = {"mapping_frames": len(frames), "keyframes": len(keyframes), "wide_baseline": n_wide,
              "corners": n_corners, "near_corners": near_corners, "near_points": near_points,
              "points": int(sum(len(k.xy) for k in keyframes)), "observations": n_obs,

@@ -54,3 +54,50 @@ def triangulate_tracks(obs_track: np.ndarray, obs_image: np.ndarray, obs_xy: np.
         obs_track, obs_image, obs_xy, np.ascontiguousarray(w2c), np.asarray(Ks, np.float64), int(num_tracks),
         options)
     return Triangulated(points, valid, inlier, error)
+
+
+def on_reference_rays(points: np.ndarray, ref_xy: np.ndarray, K_ref: np.ndarray, ref_c2w: np.ndarray,
+                      obs_track: np.ndarray, obs_image: np.ndarray, obs_xy: np.ndarray,
+                      poses_c2w: np.ndarray, Ks: np.ndarray, iterations: int = 5
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Points moved onto the rays of the reference pixels that define them, at the depth that best
+    fits the other observations, and each point's RMS reprojection error there (NaN without any).
+
+    A point triangulated freely from a keyframe pixel and its tracks spreads the tracks' error over
+    all the views, its own included, so it no longer projects onto that pixel: every query tracking
+    the pixel then inherits the offset. On the ray, one depth per point is fitted (Gauss-Newton on
+    the pixel error; ``points`` give the start, NaN where a track failed and stays failed).
+    ``obs_*``: the observations to fit (track id, image id, pixel), the reference ones excluded."""
+    points = np.asarray(points, np.float64)
+    ref_xy = np.asarray(ref_xy, np.float64).reshape(-1, 2)
+    R, C = ref_c2w[:3, :3], ref_c2w[:3, 3]
+    rays = np.hstack([ref_xy, np.ones((len(ref_xy), 1))]) @ np.linalg.inv(K_ref).T @ R.T  # depth 1 along the axis
+    depth = (points - C) @ R[:, 2]
+    t, j = np.asarray(obs_track, np.int64), np.asarray(obs_image, np.int64)
+    use = np.isfinite(depth[t]) & (depth[t] > 0)
+    t, j, x = t[use], j[use], np.asarray(obs_xy, np.float64).reshape(-1, 2)[use]
+    Rj = np.asarray(poses_c2w, np.float64)[j, :3, :3]
+    a = np.einsum("mki,mk->mi", Rj, C - np.asarray(poses_c2w, np.float64)[j, :3, 3])  # R_j^T (C - C_j)
+    e = np.einsum("mki,mk->mi", Rj, rays[t])
+    f = np.asarray(Ks, np.float64)[j]
+
+    def residuals(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Y = a + d[t, None] * e  # the observing camera's coordinates of the point at depth d
+        z = np.where(Y[:, 2] > 1e-9, Y[:, 2], np.nan)
+        r = np.stack([f[:, 0, 0] * Y[:, 0] / z + f[:, 0, 2], f[:, 1, 1] * Y[:, 1] / z + f[:, 1, 2]], 1) - x
+        J = np.stack([f[:, 0, 0] * (e[:, 0] * Y[:, 2] - Y[:, 0] * e[:, 2]),
+                      f[:, 1, 1] * (e[:, 1] * Y[:, 2] - Y[:, 1] * e[:, 2])], 1) / (z * z)[:, None]
+        return r, J
+
+    for _ in range(iterations):
+        r, J = residuals(depth)
+        H = np.bincount(t, np.nan_to_num((J * J).sum(1)), minlength=len(points))
+        g = np.bincount(t, np.nan_to_num((J * r).sum(1)), minlength=len(points))
+        depth = depth - np.where(H > 0, g / np.where(H > 0, H, 1.0), 0.0)
+    err = (residuals(depth)[0] ** 2).sum(1)
+    n = np.bincount(t, minlength=len(points))
+    rms = np.sqrt(np.bincount(t, np.nan_to_num(err, nan=1e12), minlength=len(points)) / np.maximum(n, 1))
+    rms[n == 0] = np.nan
+    out = C + depth[:, None] * rays
+    out[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return out, rms
