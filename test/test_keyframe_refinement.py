@@ -347,3 +347,37 @@ def test_nearest_keyframes_weigh_the_viewing_angle_as_configured():
     order = lambda w: KeyframeRefiner(frames, TrackingConfig(angle_weight_m_per_deg=w, keyframes=3)).nearest(query)
     assert order(0.01).tolist() == [0, 1]  # 0.10 m against 0.02 + 0.10 m; the 45 deg one is out
     assert order(0.001).tolist() == [1, 0]  # 0.10 m against 0.02 + 0.01 m
+
+
+def test_depth_aware_pose_trusts_the_direction_of_keyframe_points_more_than_their_depth():
+    """Keyframe points whose depths share an error per keyframe (one keyframe's points 1% too far
+    along their rays, the other's 0.5% too near, as tracks triangulated from the same neighbours
+    do) and a little tracking noise: weighing the error along each ray's image less brings the
+    pose nearer the truth than the plain reprojection error; with exact points both recover it."""
+    from seqace_ros.refinement.depth_aware_pose import refine_pose_depth_aware
+
+    rng = np.random.default_rng(4)
+    K = np.array([[525.0, 0.0, 320.0], [0.0, 525.0, 240.0], [0.0, 0.0, 1.0]])
+    truth = np.eye(4)
+    truth[:3, :3] = Rotation.from_euler("xyz", [3.0, -5.0, 2.0], degrees=True).as_matrix()
+    truth[:3, 3] = [0.1, -0.05, 0.0]
+    uv = rng.uniform([20, 20], [620, 460], (400, 2))
+    depth = rng.uniform(1.0, 3.0, 400)
+    X = (np.hstack([uv, np.ones((400, 1))]) @ np.linalg.inv(K).T * depth[:, None]) @ truth[:3, :3].T + truth[:3, 3]
+    first = rng.random(400) < 0.5  # which of two keyframes, 20 and 18 cm from the query, a point comes from
+    origins = truth[:3, 3] + np.where(first[:, None], truth[:3, :3] @ [0.2, 0.0, 0.05], truth[:3, :3] @ [0.0, 0.15, -0.1])
+    dist = np.linalg.norm(X - origins, axis=1, keepdims=True)
+    rays = (X - origins) / dist
+    X_off = X + rays * (dist * np.where(first, 0.01, -0.005)[:, None] + rng.normal(0.0, 0.005, (400, 1)))
+    pixels = uv + rng.normal(0.0, 0.2, uv.shape)
+    start = _perturb(truth, rng, cm=1.0, deg=0.3)
+
+    def error_cm(pose):
+        return 100.0 * np.linalg.norm(pose[:3, 3] - truth[:3, 3])
+
+    plain = refine_pose_depth_aware(start, pixels, X_off, origins, K, along_weight=1.0, iterations=8)
+    aware = refine_pose_depth_aware(start, pixels, X_off, origins, K, along_weight=0.5, iterations=8)
+    assert error_cm(aware) < 0.7 * error_cm(plain), (error_cm(aware), error_cm(plain))
+    for w in (1.0, 0.5):
+        exact = refine_pose_depth_aware(start, uv, X, origins, K, along_weight=w, iterations=8)
+        assert error_cm(exact) < 1e-4 and np.allclose(exact[:3, :3], truth[:3, :3], atol=1e-8)

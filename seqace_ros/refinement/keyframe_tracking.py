@@ -27,6 +27,7 @@ from .. import ransac
 from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
 from ..relocalization.pnp import project, reprojection_errors
+from .depth_aware_pose import refine_pose_depth_aware
 from .triangulation import TriangulationSettings, on_reference_rays, triangulate_tracks
 
 
@@ -104,6 +105,11 @@ class TrackingConfig:
     max_shift_px: float = 3.0
     inlier_threshold_px: float = 2.0
     refine_threshold_px: float = 1.0
+    # The final pose weighs each match's error along its keyframe ray's image (where an error in
+    # the point's depth shows, growing with the distance to the keyframe) by this, across it by 1
+    # (refinement/depth_aware_pose.py). 1: RANSAC's own refinement; 0.3 was as good within 1 cm
+    # on the kitchen but lost a Strecha query (benchmarks/README.md, "Session 10").
+    along_epipolar_weight: float = 0.5
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
     # structure (benchmarks/README.md, "Keyframe refinement").
@@ -478,14 +484,15 @@ class KeyframeRefiner:
         return order[ang[order] <= self.config.max_angle_deg][: self.config.keyframes]
 
     def correspondences(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, wide: bool = False
-                        ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
         """2D-3D matches of the nearest keyframes' points in ``gray`` (already normalized by
-        :func:`normalize_for_tracking`), tracked from where ``pose_c2w`` projects them."""
+        :func:`normalize_for_tracking`), tracked from where ``pose_c2w`` projects them: pixels,
+        world points, the centre of the keyframe each point comes from, and those keyframes."""
         c = self.config
         window, levels = (c.wide_window_px, c.wide_pyramid_levels) if wide else (c.window_px, c.pyramid_levels)
         h, w = gray.shape
         max_shift = c.wide_max_shift_ratio * w if wide else c.max_shift_px
-        p2, p3, used = [], [], []
+        p2, p3, origin, used = [], [], [], []
         for k in self.nearest(pose_c2w):
             kf = self.keyframes[k]
             init, front = project(kf.points.astype(np.float64), K, pose_c2w)
@@ -497,10 +504,12 @@ class KeyframeRefiner:
             ok &= np.linalg.norm(pos - init[idx], axis=1) <= max_shift
             p2.append(pos[ok])
             p3.append(kf.points[idx[ok]])
+            origin.append(np.broadcast_to(kf.pose_c2w[:3, 3], (int(ok.sum()), 3)))
             used.append(int(k))
         if not p2:
-            return np.zeros((0, 2)), np.zeros((0, 3)), ()
-        return np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64), tuple(used)
+            return np.zeros((0, 2)), np.zeros((0, 3)), np.zeros((0, 3)), ()
+        return (np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64),
+                np.concatenate(origin).astype(np.float64), tuple(used))
 
     def refine(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, seed: int = 0,
                support: tuple[np.ndarray, np.ndarray, float] | None = None) -> TrackedRefinement:
@@ -533,7 +542,7 @@ class KeyframeRefiner:
         """One tracking pass from ``start_c2w``, judged against the regressed pose."""
         c = self.config
         min_ratio = c.min_inlier_ratio if min_ratio is None else min_ratio
-        p2, p3, used = self.correspondences(norm, K, start_c2w, wide)
+        p2, p3, origins, used = self.correspondences(norm, K, start_c2w, wide)
         if len(p2) < c.min_inliers:
             return TrackedRefinement(False, num_tracks=len(p2), keyframes=used,
                                      message=f"only {len(p2)} patches tracked from {len(used)} keyframes")
@@ -546,6 +555,9 @@ class KeyframeRefiner:
             return TrackedRefinement(False, num_tracks=len(p2), num_inliers=int(res.num_inliers),
                                      keyframes=used, message=f"refinement RANSAC failed: {res.message}")
         pose = np.asarray(res.T_c2w, np.float64)
+        if c.along_epipolar_weight < 1.0 and not wide:
+            inl = np.asarray(res.inliers, bool)
+            pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
         shift, turn = pose_errors(pose, regressed_c2w)
         out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)
