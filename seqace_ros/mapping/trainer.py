@@ -16,7 +16,7 @@ import math
 import os
 import time
 from dataclasses import replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from .buffer import TrainingBuffer, build_buffer
 from .config import MappingConfig
 from .cross_frame import frame_links
 from .loss import reprojection_loss, sequence_loss, tau_schedule
+
+if TYPE_CHECKING:
+    from ..refinement.keyframe_tracking import KeyframeSettings
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +201,13 @@ def train_map(frames: list[SceneFrame], config: MappingConfig | None = None, pro
 CONSISTENT_CORNERS_WARNING = 0.2
 
 
-def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progress: bool = True) -> SceneMap:
-    """Give ``scene_map`` the refinement keyframes of the posed mapping ``frames`` (in place)."""
+def add_keyframes(scene_map: SceneMap, frames: Sequence, stride: int = 5, progress: bool = True,
+                  settings: KeyframeSettings | None = None) -> SceneMap:
+    """Give ``scene_map`` the refinement keyframes of the posed mapping ``frames`` (in place);
+    ``settings`` (optional) replace the defaults, ``stride`` included."""
     from ..refinement.keyframe_tracking import KeyframeSettings, build_keyframes, keyframes_to_arrays
 
-    settings = KeyframeSettings(stride=stride)
+    settings = settings or KeyframeSettings(stride=stride)
     relocalizer = None
 
     def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
