@@ -12,15 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _rotation(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: rotation vector -> matrix."""
-    a = float(np.linalg.norm(w))
-    if a < 1e-12:
-        return np.eye(3)
-    k = w / a
-    S = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(a) * S + (1.0 - np.cos(a)) * S @ S
+from ..geometry import rotvec_to_matrix
 
 
 def refine_pose_depth_aware(pose_c2w: np.ndarray, points2d: np.ndarray, points3d: np.ndarray,
@@ -63,7 +55,7 @@ def refine_pose_depth_aware(pose_c2w: np.ndarray, points2d: np.ndarray, points3d
             d = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             break
-        dR = _rotation(d[:3])
+        dR = rotvec_to_matrix(d[:3])
         R, t = dR @ R, dR @ t + d[3:]
         if np.linalg.norm(d) < 1e-10:
             break
