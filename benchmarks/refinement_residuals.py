@@ -74,7 +74,8 @@ def main() -> int:
             err = np.linalg.norm(d, axis=1)
             if len(err) == 0:
                 continue
-            lines = np.hstack([kf.xy[idx][ok], np.ones((len(d), 1))]) @ fundamental_from_poses(kf.K, kf.pose_c2w, K, gt).T
+            F = fundamental_from_poses(kf.K, kf.pose_c2w, K, gt)
+            lines = np.hstack([kf.xy[idx][ok], np.ones((len(d), 1))]) @ F.T
             normal = lines[:, :2] / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)
             across = np.abs((d * normal).sum(1))
             along = np.abs(d[:, 0] * normal[:, 1] - d[:, 1] * normal[:, 0])

@@ -365,7 +365,8 @@ def test_depth_aware_pose_trusts_the_direction_of_keyframe_points_more_than_thei
     depth = rng.uniform(1.0, 3.0, 400)
     X = (np.hstack([uv, np.ones((400, 1))]) @ np.linalg.inv(K).T * depth[:, None]) @ truth[:3, :3].T + truth[:3, 3]
     first = rng.random(400) < 0.5  # which of two keyframes, 20 and 18 cm from the query, a point comes from
-    origins = truth[:3, 3] + np.where(first[:, None], truth[:3, :3] @ [0.2, 0.0, 0.05], truth[:3, :3] @ [0.0, 0.15, -0.1])
+    offsets = np.where(first[:, None], [0.2, 0.0, 0.05], [0.0, 0.15, -0.1])
+    origins = truth[:3, 3] + offsets @ truth[:3, :3].T
     dist = np.linalg.norm(X - origins, axis=1, keepdims=True)
     rays = (X - origins) / dist
     X_off = X + rays * (dist * np.where(first, 0.01, -0.005)[:, None] + rng.normal(0.0, 0.005, (400, 1)))

@@ -22,7 +22,7 @@ def refine_pose_depth_aware(pose_c2w: np.ndarray, points2d: np.ndarray, points3d
     (pixels ``points2d``, world points ``points3d`` seen from keyframe centres ``origins``), with
     the error along each point's keyframe ray (as projected into the image) weighted by
     ``along_weight`` and across it by 1. Starts from ``pose_c2w`` (Gauss-Newton; from RANSAC's
-    pose, 3 iterations change the pose by micrometres less than 5)."""
+    pose, 3 iterations end within micrometres of where 5 do)."""
     x = np.asarray(points2d, np.float64)
     X = np.asarray(points3d, np.float64)
     rays = X - np.asarray(origins, np.float64)

@@ -385,7 +385,8 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             fit = tri.obs_inlier & (np.arange(len(all_track)) >= len(xy))  # the tracks, not the pixel itself
             points, rms = on_reference_rays(tri.points, xy, Ks[i], poses[i], all_track[fit], all_image[fit],
                                             all_xy[fit], poses, Ks)
-            ref_ok &= np.isfinite(points).all(axis=1) & (np.nan_to_num(rms, nan=np.inf) <= s.triangulation.max_reproj_px)
+            fits = np.nan_to_num(rms, nan=np.inf) <= s.triangulation.max_reproj_px
+            ref_ok &= np.isfinite(points).all(axis=1) & fits
         n_obs += int(tri.obs_inlier.sum())
         if not wide:
             near_corners += len(xy)
@@ -556,6 +557,8 @@ class KeyframeRefiner:
                                      keyframes=used, message=f"refinement RANSAC failed: {res.message}")
         pose = np.asarray(res.T_c2w, np.float64)
         if c.along_epipolar_weight < 1.0 and not wide:
+            # RANSAC's covariance is kept for the result: the step moves the pose by about a
+            # millimetre (median on the kitchen; 5 mm at most).
             inl = np.asarray(res.inliers, bool)
             pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
         shift, turn = pose_errors(pose, regressed_c2w)
