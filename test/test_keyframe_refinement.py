@@ -382,3 +382,19 @@ def test_depth_aware_pose_trusts_the_direction_of_keyframe_points_more_than_thei
     for w in (1.0, 0.5):
         exact = refine_pose_depth_aware(start, uv, X, origins, K, along_weight=w, iterations=8)
         assert error_cm(exact) < 1e-4 and np.allclose(exact[:3, :3], truth[:3, :3], atol=1e-8)
+
+
+def test_depth_aware_pose_names_mismatched_inputs():
+    """The native step checks its arrays and says which one is wrong."""
+    from seqace_ros.refinement.depth_aware_pose import refine_pose_depth_aware
+
+    K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+    p2, p3 = np.zeros((5, 2)), np.ones((5, 3))
+    with pytest.raises(ValueError, match="origins"):
+        refine_pose_depth_aware(np.eye(4), p2, p3, np.zeros((5, 2)), K, 0.5)
+    with pytest.raises(ValueError, match="same number of rows"):
+        refine_pose_depth_aware(np.eye(4), p2, p3, np.zeros((4, 3)), K, 0.5)
+    with pytest.raises(ValueError, match="pose_c2w"):
+        refine_pose_depth_aware(np.eye(3), p2, p3, np.zeros((5, 3)), K, 0.5)
+    with pytest.raises(ValueError, match="along_weight"):
+        refine_pose_depth_aware(np.eye(4), p2, p3, np.zeros((5, 3)), K, 0.0)

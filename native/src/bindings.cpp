@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "seqace/depth_aware.h"
 #include "seqace/p3p.h"
 #include "seqace/ransac.h"
 #include "seqace/triangulation.h"
@@ -237,6 +238,39 @@ PYBIND11_MODULE(_native, m) {
       py::arg("num_tracks"), py::arg_v("options", TriangulationOptions(), "TriangulationOptions()"),
       "Points (T, 3), valid (T,), observation inliers (M,) and reprojection errors (M,) of tracks "
       "triangulated from known poses (w2c: world-to-camera [R | t] per image).");
+
+  m.def(
+      "refine_pose_depth_aware",
+      [](const DoubleArray& pose_c2w, const DoubleArray& points2d, const DoubleArray& points3d,
+         const DoubleArray& origins, const DoubleArray& K, double along_weight, double loss_scale_px,
+         int iterations) {
+        const Eigen::Matrix4d T = to_matrix<4, 4>(pose_c2w, "pose_c2w");
+        const Eigen::Matrix3d Km = to_matrix<3, 3>(K, "K");
+        check_columns(points2d, 2, "points2d");
+        check_columns(points3d, 3, "points3d");
+        check_columns(origins, 3, "origins");
+        const int64_t n = points2d.shape(0);
+        if (points3d.shape(0) != n || origins.shape(0) != n)
+          throw std::invalid_argument("points2d, points3d and origins must have the same number of rows");
+        if (!(along_weight > 0.0) || !(loss_scale_px > 0.0) || iterations < 0)
+          throw std::invalid_argument("along_weight and loss_scale_px must be > 0, iterations >= 0");
+        Eigen::Matrix3d R = T.topLeftCorner<3, 3>().transpose();  // world -> camera
+        Eigen::Vector3d t = -R * T.topRightCorner<3, 1>();
+        DepthAwareOptions options{along_weight, loss_scale_px, iterations};
+        {
+          py::gil_scoped_release release;
+          refine_depth_aware(points2d.data(), points3d.data(), origins.data(), n, Km(0, 0), Km(1, 1),
+                             Km(0, 2), Km(1, 2), options, &R, &t);
+        }
+        Eigen::Matrix4d out = Eigen::Matrix4d::Identity();
+        out.topLeftCorner<3, 3>() = R.transpose();
+        out.topRightCorner<3, 1>() = -R.transpose() * t;
+        return out;
+      },
+      py::arg("pose_c2w"), py::arg("points2d"), py::arg("points3d"), py::arg("origins"), py::arg("K"),
+      py::arg("along_weight"), py::arg("loss_scale_px") = 1.0, py::arg("iterations") = 3,
+      "Camera-to-world pose refined with the error along each point's keyframe ray weighted by "
+      "along_weight (seqace_ros/refinement/depth_aware_pose.py).");
 
   m.def(
       "p3p",
