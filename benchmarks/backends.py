@@ -3,7 +3,7 @@
 
     python benchmarks/backends.py --map results/sfm_default.safetensors
         [--scene ../shared/data/7scenes_redkitchen_sfm] [--configs torch:bf16,torch:fp32,openvino:bf16,openvino:fp32]
-        # a config is backend:head_precision[:encoder_precision][/cells=N][/height=H][/refine=on|off],
+        # a config is backend:head_precision[:encoder_precision][/cells=N][/height=H][/kf=N][/refine=on|off],
         # e.g. openvino:int8:int8 or openvino:bf16/cells=500/height=384
         [--threads 2] [--frames 500] [--contention] [--gemm] [--peer sift|none] [--json OUT.json]
 
@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -73,27 +74,31 @@ def head_flops(scene_map, rows: int) -> float:
 
 
 def parse_config(spec: str, cells: int) -> dict:
-    """'openvino:int8:int8/cells=500/height=384/refine=off' -> run_config's keyword arguments."""
+    """'openvino:int8:int8/cells=500/height=384/kf=1/refine=off' -> run_config's keyword arguments
+    (kf: keyframes the refinement tracks)."""
     base, *extras = spec.split("/")
     backend, _, rest = base.partition(":")
     precision, _, enc = rest.partition(":")
     out = {"backend": backend, "precision": precision or "auto", "encoder_precision": enc or None,
-           "cells": cells, "height": None, "refine": True}
+           "cells": cells, "height": None, "refine": True, "keyframes": None}
     for item in extras:
         key, _, value = item.partition("=")
         if key == "cells":
             out["cells"] = int(value)
         elif key == "height":
             out["height"] = int(value)
+        elif key == "kf":
+            out["keyframes"] = int(value)
         elif key == "refine" and value in ("on", "off"):
             out["refine"] = value == "on"
         else:
-            raise SystemExit(f"config {spec!r}: unknown option {item!r} (cells=N, height=H, refine=on|off)")
+            raise SystemExit(f"config {spec!r}: unknown option {item!r} (cells=N, height=H, kf=N, refine=on|off)")
     return out
 
 
 def run_config(scene_map, frames, backend: str, precision: str, threads: int, cells: int,
-               encoder_precision: str | None = None, height: int | None = None, refine: bool = True) -> dict:
+               encoder_precision: str | None = None, height: int | None = None, refine: bool = True,
+               keyframes: int | None = None) -> dict:
     import numpy as np
 
     from seqace_ros.evaluation import localize_frames, summarize
@@ -104,6 +109,8 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
         encoder_precision = "auto" if precision == "int8" else precision
     cfg = RelocConfig(num_cells=cells, backend=backend, precision=precision, image_height=height,
                       refine=refine, encoder_precision=encoder_precision).with_threads(threads)
+    if keyframes is not None:
+        cfg = replace(cfg, tracking=replace(cfg.tracking, keyframes=keyframes))
     reloc = Relocalizer(scene_map, cfg, device="cpu")
     cpu = []
 
@@ -116,11 +123,12 @@ def run_config(scene_map, frames, backend: str, precision: str, threads: int, ce
 
     label = (f"{backend} {precision}" + (f" enc {encoder_precision}" if encoder_precision != precision else "")
              + (f" K={cells}" if cells != RelocConfig.num_cells else "") + (f" H={height}" if height else "")
-             + ("" if refine else " unrefined"))
+             + ("" if refine else " unrefined") + (f" kf={keyframes}" if keyframes is not None and refine else ""))
     results = localize_frames(localize, frames, desc=label)
     report = summarize(results, method=f"seqace {label}", backend=backend, encoder_precision=encoder_precision,
                        refinement=reloc.describe()["refinement"],
                        precision=precision, threads=threads, num_cells=cells, image_height=height,
+                       refine_keyframes=cfg.tracking.keyframes if refine else None,
                        cpu_ms_per_frame=float(np.median(cpu)))
     t = report["timing_ms"]
     t["other"] = (t["total"] - t.get("encoder", 0.0) - t.get("head", 0.0) - t.get("ransac", 0.0)
@@ -229,7 +237,7 @@ def main() -> int:
     for spec in [c.strip() for c in args.configs.split(",") if c.strip()]:
         c = parse_config(spec, args.cells)
         run = (scene_map, frames, c["backend"], c["precision"], args.threads, c["cells"], c["encoder_precision"],
-               c["height"], c["refine"])
+               c["height"], c["refine"], c["keyframes"])
         report = run_config(*run)
         if args.contention:
             with busy_process():

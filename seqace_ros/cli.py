@@ -91,6 +91,9 @@ def _add_reloc_args(p: argparse.ArgumentParser) -> None:
                         "(OpenVINO backend, needs nncf; faster, see benchmarks/README.md for its accuracy)")
     g.add_argument("--refine", action=argparse.BooleanOptionalAction, default=RelocConfig.refine,
                    help="refine each pose against the map's keyframes (maps made with --keyframes)")
+    g.add_argument("--refine-keyframes", type=int, default=RelocConfig().tracking.keyframes,
+                   help="nearest keyframes tracked into each image when refining; 1 is faster and a little "
+                        "less precise within 1 cm (benchmarks/README.md, \"Session 11\")")
     g.add_argument("--reloc-backend", default="auto", choices=BACKENDS,
                    help="inference backend of the encoder and the head; auto: OpenVINO on a CPU where "
                         "installed, else torch")
@@ -103,6 +106,8 @@ def reloc_config_from_args(args):
     if args.min_inliers is not None:
         cfg = replace(cfg, min_inliers=args.min_inliers)
     cfg = replace(cfg, backend=getattr(args, "reloc_backend", "auto"), refine=getattr(args, "refine", True))
+    if getattr(args, "refine_keyframes", None) is not None:
+        cfg = replace(cfg, tracking=replace(cfg.tracking, keyframes=args.refine_keyframes))
     if getattr(args, "threads", None):
         cfg = cfg.with_threads(args.threads)
     return cfg.validate()

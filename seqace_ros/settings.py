@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from .inference import BACKENDS
 from .input_bounds import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits
 from .ransac import RansacOptions
+from .refinement.tracking_config import TrackingConfig
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # The head and the encoder may also run in int8 (OpenVINO backend; the head calibrated on the map's
@@ -69,6 +70,8 @@ class RelocConfig:
     # Refine each pose by tracking the map's keyframe patches into the image (maps made with
     # keyframes; refinement/keyframe_tracking.py). Off, or a map without keyframes: the regressed pose.
     refine: bool = True
+    # How the refinement tracks the keyframes (its query-time settings, defined once there).
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     extra: dict = field(default_factory=dict)
 
     def with_threads(self, threads: int) -> "RelocConfig":
@@ -86,6 +89,7 @@ class RelocConfig:
         if self.min_inliers < 4:
             problems.append(f"min_inliers {self.min_inliers} < 4")
         problems += self.ransac.problems()
+        problems += self.tracking.problems()
         if self.precision not in HEAD_PRECISIONS:
             problems.append(f"precision {self.precision!r} is not {'/'.join(HEAD_PRECISIONS)}")
         if self.encoder_precision not in HEAD_PRECISIONS:

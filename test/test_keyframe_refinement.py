@@ -19,6 +19,7 @@ from seqace_ros.evaluation import localize_frames, summarize
 from seqace_ros.mapfile import MapFileError, load_map
 from seqace_ros.refinement.keyframe_tracking import (KeyframeRefiner, KeyframeSettings, build_keyframes,
                                                      keyframes_from_arrays, keyframes_to_arrays)
+from seqace_ros.refinement.tracking_config import TrackingConfig
 from seqace_ros.relocalization import RelocConfig, Relocalizer
 from seqace_ros.relocalization.pnp import project
 
@@ -193,8 +194,6 @@ def test_few_distant_views_get_keyframes_from_the_maps_scene_coordinates(room, r
 def test_a_pose_beyond_the_tight_search_is_refined_by_the_wide_one(room, keyframes):
     """A start several pixels off (more than the tight search's shift bound) is found by the wide
     search and then refined by the tight one; with the wide search off it is mostly kept."""
-    from seqace_ros.refinement.keyframe_tracking import TrackingConfig
-
     wide = KeyframeRefiner(keyframes[0])
     tight = KeyframeRefiner(keyframes[0], TrackingConfig(wide_search=False))
     rng = np.random.default_rng(1)
@@ -231,6 +230,14 @@ def test_relocalizer_refines_by_default_and_not_when_told(room, room_map):
     assert "refine" in s_on["timing_ms"]
     assert s_on["median_translation_cm"] < 0.7 * s_off["median_translation_cm"], (s_on, s_off)
     assert s_on["recall"]["10cm_5deg"] >= s_off["recall"]["10cm_5deg"]
+    # The tracking settings compose into RelocConfig and reach the refiner.
+    one = Relocalizer(scene_map, RelocConfig(num_cells=500, min_inliers=30, tracking=TrackingConfig(keyframes=1)),
+                      device="cpu")
+    used = []
+    for f in test[:3]:
+        image = f.load_image()
+        used.append(len(one.localize(image, f.intrinsics(image.shape[1], image.shape[0])).refinement.keyframes))
+    assert one.refiner.config.keyframes == 1 and used == [1, 1, 1], used
 
 
 def test_command_line_switches_reach_the_settings():
@@ -239,6 +246,12 @@ def test_command_line_switches_reach_the_settings():
     assert reloc_config_from_args(args).refine is False
     args = p.parse_args(["evaluate", "scene", "--map", "m.safetensors"])
     assert reloc_config_from_args(args).refine is True
+    assert reloc_config_from_args(args).tracking.keyframes == TrackingConfig().keyframes
+    args = p.parse_args(["evaluate", "scene", "--map", "m.safetensors", "--refine-keyframes", "1"])
+    assert reloc_config_from_args(args).tracking.keyframes == 1
+    args = p.parse_args(["evaluate", "scene", "--map", "m.safetensors", "--refine-keyframes", "0"])
+    with pytest.raises(ValueError, match="tracking.keyframes 0 < 1"):
+        reloc_config_from_args(args)
     args = p.parse_args(["map", "scene", "--out", "m.safetensors", "--no-keyframes"])
     assert mapping_config_from_args(args).keyframes is False
     args = p.parse_args(["map", "scene", "--out", "m.safetensors"])
@@ -333,7 +346,7 @@ def test_tracking_normalization_removes_exposure_and_follows_local_contrast(room
 def test_nearest_keyframes_weigh_the_viewing_angle_as_configured():
     """A keyframe 2 cm away but turned 10 deg against one 10 cm away looking the same way: which
     comes first follows the configured metres per degree; beyond max_angle_deg neither counts."""
-    from seqace_ros.refinement.keyframe_tracking import Keyframe, TrackingConfig
+    from seqace_ros.refinement.keyframe_tracking import Keyframe
 
     def keyframe(x: float, yaw_deg: float) -> Keyframe:
         T = np.eye(4)

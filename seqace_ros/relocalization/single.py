@@ -89,7 +89,7 @@ class Relocalizer:
             self.encoder.quantize_int8([kf.image for kf in keyframes[::step]])
         if self.config.refine and keyframes:
             from ..refinement.keyframe_tracking import KeyframeRefiner
-            self.refiner = KeyframeRefiner(keyframes, threads=self.config.ransac.num_threads)
+            self.refiner = KeyframeRefiner(keyframes, self.config.tracking, threads=self.config.ransac.num_threads)
         from .. import ransac  # noqa: F401  (fail early with the build hint if the module is missing)
         self._ransac = ransac
 

@@ -30,6 +30,7 @@ class EngineSettings:
     head_precision: str = RelocConfig.precision
     encoder_precision: str = RelocConfig.encoder_precision
     refine: bool = RelocConfig.refine
+    refine_keyframes: int = RelocConfig().tracking.keyframes
     threads: int = 0  # 0: all cores
     max_image_pixels: int | None = None  # None: the relocalizer's defaults
     max_image_aspect_ratio: float | None = None
@@ -58,6 +59,7 @@ class LocalizationEngine:
         cfg = replace(RelocConfig(), num_cells=s.num_cells, image_height=s.image_height or None,
                       backend=s.backend, precision=s.head_precision,
                       encoder_precision=s.encoder_precision, refine=s.refine)
+        cfg = replace(cfg, tracking=replace(cfg.tracking, keyframes=s.refine_keyframes))
         if s.threads:
             cfg = cfg.with_threads(s.threads)
         for name in ("max_image_pixels", "max_image_aspect_ratio"):

@@ -90,6 +90,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("refine", _RELOC.refine, "Refine each pose by tracking the map's keyframes into the image "
               "(maps made with keyframes, the default since they came); more precise, a few ms more per "
               "frame (benchmarks/README.md, \"Keyframe refinement\").", read_only=True),
+    ParamSpec("refine_keyframes", _RELOC.tracking.keyframes, "Nearest keyframes tracked into each image when "
+              "refining; 1 costs about a third less refinement time and a little precision within 1 cm "
+              "(benchmarks/README.md, \"Session 11\").", min_value=1, max_value=8, read_only=True),
     ParamSpec("threads", 0, "CPU threads of the networks, the refinement (OpenCV) and RANSAC; 0: all cores. "
               "On a robot whose cores are busy with other nodes, give it fewer (docs/ROS.md, \"Sharing the CPU\").",
               min_value=0, max_value=256, read_only=True),
