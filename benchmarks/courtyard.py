@@ -2,7 +2,7 @@
 """Building scale: synthetic courtyards of growing size, seqace_ros against the structure peer.
 
     python benchmarks/courtyard.py [--sizes 20,35,50] [--photos-every 15] [--photo-size 1280x960] [--queries 150]
-        [--threads 2] [--peer sift|none] [--json results/courtyard.json] [--work DIR]
+        [--threads 2] [--peer sift|none] [--json results/courtyard.json] [--work DIR] [--reuse-networks]
 
 For each courtyard length: render the scene (``generate_scene(kind="courtyard")``: 3-storey
 facades around a 16 m deep court, a robot camera driving along it at 2 m/s, 15 mapping frames per
@@ -12,7 +12,9 @@ and localize the same frames with the peer. With ``--photos-every N`` the same i
 sparse mapping set, every N-th mapping frame (a few photos instead of a drive), and with
 ``--photo-size WxH`` for photos of that size taken at the same places (standing still: no
 motion blur). Prints one table,
-writes JSON and a plot of the median error against the courtyard's area.
+writes JSON and a plot of the median error against the courtyard's area. ``--reuse-networks``: where
+DIR already holds a court's map, keep its network and rebuild only its refinement keyframes with
+today's settings (what `seqace keyframes` does; the map time reported is then the keyframes').
 """
 
 from __future__ import annotations
@@ -74,29 +76,37 @@ def photo_set(drive: Path, size_m: float, every: int, width: int, height: int, s
     return out
 
 
-def evaluate(scene: Path, label: str, threads: int, peer: str, work: Path, iterations: int | None = None
-             ) -> list[dict]:
+def evaluate(scene: Path, label: str, threads: int, peer: str, work: Path, iterations: int | None = None,
+             reuse_network: bool = False) -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
     from seqace_ros.evaluation import localize_frames, summarize
-    from seqace_ros.mapping import profile, train_map
+    from seqace_ros.mapfile import load_map
+    from seqace_ros.mapping import MappingConfig, profile, train_map
+    from seqace_ros.mapping.trainer import add_keyframes
     from seqace_ros.relocalization import RelocConfig, Relocalizer
 
     torch.set_num_threads(threads)
     train = load_split(scene, "train")
     t0 = time.perf_counter()
     over = {"iterations": iterations} if iterations else {}
-    scene_map = train_map(train, profile("cpu", num_threads=threads, device="cpu", **over), progress=True)
+    path = work / f"{label}.safetensors"
+    reused = reuse_network and path.is_file()
+    if reused:
+        scene_map = add_keyframes(load_map(path), train, MappingConfig.keyframe_stride)
+        path = work / f"{label}_keyframes_rebuilt.safetensors"
+    else:
+        scene_map = train_map(train, profile("cpu", num_threads=threads, device="cpu", **over), progress=True)
     mapping_s = time.perf_counter() - t0
-    path = scene_map.save(work / f"{label}.safetensors")
+    path = scene_map.save(path)
     rows = []
     test = load_split(scene, "test")
     for refine in (True, False):
         reloc = Relocalizer(scene_map, RelocConfig(refine=refine).with_threads(threads), device="cpu")
         r = summarize(localize_frames(reloc.localize, test, desc=f"{label} refine={refine}"),
                       method=f"seqace_ros{'' if refine else ', --no-refine'}", mapping_s=mapping_s)
-        r.update(scene=label, mapping_frames=len(train), map_mb=os.path.getsize(path) / 1e6,
+        r.update(scene=label, mapping_frames=len(train), map_mb=os.path.getsize(path) / 1e6, network_reused=reused,
                  keyframes=scene_map.metadata.get("keyframes", {}).get("keyframes", 0))
         rows.append(r)
     if peer != "none":
@@ -146,6 +156,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=None, help="training iterations (default: the profile's)")
     ap.add_argument("--json", type=Path, default=REPO / "results" / "courtyard.json")
     ap.add_argument("--work", type=Path, default=REPO / "results" / "courtyard", help="scenes and maps")
+    ap.add_argument("--reuse-networks", action="store_true",
+                    help="keep the networks of maps already in --work; rebuild only their keyframes")
     args = ap.parse_args()
     from seqace_ros.threads import prefer_passive_waiting
 
@@ -171,7 +183,8 @@ def main() -> int:
                 sets.append((f"photos {w}x{h}", photo_set(scene, size, args.photos_every, w, h, args.seed,
                                                           args.work)))
         for kind, folder in sets:
-            for r in evaluate(folder, folder.name, args.threads, args.peer, args.work, args.iterations):
+            for r in evaluate(folder, folder.name, args.threads, args.peer, args.work, args.iterations,
+                              args.reuse_networks):
                 r.update(size_m=size, area_m2=size * DEPTH_M, set=kind)
                 rows.append(r)
     print()
