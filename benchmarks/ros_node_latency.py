@@ -89,7 +89,8 @@ def run(args) -> dict:
                                                     "head_precision": args.head_precision,
                                                     "encoder_precision": args.encoder_precision,
                                                     "image_height": args.image_height,
-                                                    "refine": not args.no_refine})
+                                                    "refine": not args.no_refine,
+                                                    "refine_keyframes": args.refine_keyframes})
     proc = NodeProcess(params, env, out_dir / "node.log",
                        ["-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"])
     rclpy.init()
@@ -208,6 +209,7 @@ def run(args) -> dict:
         "sustained_fps": len(pairs) / args.duration,
         "backend": args.backend, "threads": args.threads, "head_precision": args.head_precision,
         "encoder_precision": args.encoder_precision, "refine": not args.no_refine,
+        "refine_keyframes": args.refine_keyframes,
         "num_cells": args.cells, "image_height": args.image_height, "rviz_subscriptions": args.rviz,
         "busy_process": args.busy,
         # The node's CPU time over the measured window per frame it answered (2 cores: up to 2 s/s).
@@ -260,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head-precision", default="auto", help="the node's head_precision parameter")
     ap.add_argument("--encoder-precision", default="auto", help="the node's encoder_precision parameter")
     ap.add_argument("--no-refine", action="store_true", help="the node's refine parameter set to false")
+    ap.add_argument("--refine-keyframes", type=int, default=RelocConfig().tracking.keyframes,
+                    help="the node's refine_keyframes parameter")
     ap.add_argument("--image-height", type=int, default=0,
                     help="the node's image_height parameter (0: the map's own)")
     ap.add_argument("--rviz", action="store_true",
