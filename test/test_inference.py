@@ -225,8 +225,9 @@ def test_backends_benchmark_reads_each_configuration_and_refuses_unknown_options
     spec.loader.exec_module(mod)
     assert mod.parse_config("openvino:bf16", 1000) == {
         "backend": "openvino", "precision": "bf16", "encoder_precision": None, "cells": 1000,
-        "height": None, "refine": True}
+        "height": None, "refine": True, "keyframes": None}
     c = mod.parse_config("openvino:int8:int8/cells=500/height=384/refine=off", 1000)
     assert (c["encoder_precision"], c["cells"], c["height"], c["refine"]) == ("int8", 500, 384, False)
+    assert mod.parse_config("openvino:int8:int8/cells=200/kf=1", 1000)["keyframes"] == 1
     with pytest.raises(SystemExit, match="unknown option 'refine=maybe'"):
         mod.parse_config("torch:fp32/refine=maybe", 1000)
