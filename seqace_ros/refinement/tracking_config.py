@@ -11,7 +11,9 @@ from dataclasses import dataclass
 class TrackingConfig:
     """How a regressed pose is refined against the keyframes (RelocConfig.refine turns it on or off)."""
 
-    keyframes: int = 2  # nearest keyframes tracked into the query (3: slower, no more precise)
+    # Nearest keyframes tracked into the query. 3: slower, no more precise; 1: a third less
+    # refinement time, 1-2 points fewer within 1 cm (the fast settings; benchmarks/README.md, "Session 11").
+    keyframes: int = 2
     max_angle_deg: float = 30.0
     # Nearest by distance plus this many metres per degree of viewing angle. The warp removes the
     # rotation between the views, while the parallax of the distance deforms the patches LK
