@@ -100,3 +100,43 @@ def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
     for local_rank in (0, 1):
         with pytest.raises(RuntimeError, match=r"2 processes.*1 GPU.*--nproc_per_node=1.*device=cpu"):
             rank_device(torch.device("cuda"), local_rank, 2, 1)
+
+
+def test_micro_batch_gradients_equal_the_whole_batch_and_do_not_depend_on_the_workers():
+    """The batch in parts on worker threads gives the gradient of the whole batch's mean loss
+    (fp32, to rounding), and the same bits however many workers take the parts."""
+    from seqace_ros.head import SceneHead
+    from seqace_ros.mapping.loss import reprojection_loss
+    from seqace_ros.mapping.micro_batches import MicroBatchSteps
+
+    torch.manual_seed(0)
+    n = 512
+    feats = torch.randn(n, 64)
+    K = torch.tensor([[525.0, 0, 320], [0, 525, 240], [0, 0, 1]]).expand(n, 3, 3)
+    w2c = torch.eye(4).expand(n, 4, 4).contiguous()
+    targets = torch.rand(n, 2) * torch.tensor([640.0, 480.0])
+    head = SceneHead(width=64, num_blocks=1, mean=torch.tensor([0.0, 0.0, 2.0]))
+    idx = torch.randperm(n)[:300]
+
+    def part_loss(part):
+        return reprojection_loss(head(feats[part]), w2c[part], K[part], targets[part], 10.0)
+
+    head.zero_grad(set_to_none=True)
+    part_loss(idx)[0].mean().backward()
+    whole = [p.grad.clone() for p in head.parameters()]
+    results = []
+    for workers in (1, 2, 3):
+        micro = MicroBatchSteps(list(head.parameters()), workers=workers, parts=4)
+        loss, valid = micro.gradients(part_loss, idx)
+        micro.close()
+        assert loss.shape == (300,) and valid.shape == (300,)
+        assert torch.allclose(loss, part_loss(idx)[0].detach())
+        results.append([p.grad.clone() for p in head.parameters()])
+    for g_whole, g_parts in zip(whole, results[0]):
+        assert torch.allclose(g_whole, g_parts, rtol=1e-4, atol=1e-6)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    with pytest.raises(ValueError, match="parts"):
+        MicroBatchSteps(list(head.parameters()), workers=2, parts=0)
+    with pytest.raises(ValueError, match="micro_batches 0"):
+        MappingConfig(micro_batches=0).validate()

@@ -137,6 +137,11 @@ class MappingConfig:
     # Encoder backend while the buffer is built (seqace_ros/inference.py); training is always torch.
     backend: str = "auto"
     num_threads: int | None = None  # torch threads; None = leave as is
+    # On a CPU, each training batch runs as this many equal parts on single-core worker threads
+    # (one per torch thread) instead of OpenMP splitting every matrix product: as fast alone, and
+    # a worker whose core another process shares takes fewer parts (mapping/micro_batches.py,
+    # benchmarks/README.md, "Session 11"). 1: OpenMP as before. Not with the sequence loss or torchrun.
+    micro_batches: int = 4
     seed: int = 2089
     map_points: int = 20000  # scene points stored in the map for visualisation
     # Refinement keyframes (refinement/keyframe_tracking.py): every keyframe_stride-th mapping frame
@@ -175,6 +180,8 @@ class MappingConfig:
             problems.append(f"keyframe_stride {self.keyframe_stride} < 1")
         if self.batch_size < 16:
             problems.append(f"batch_size {self.batch_size} < 16")
+        if not 1 <= self.micro_batches <= self.batch_size:
+            problems.append(f"micro_batches {self.micro_batches} is not between 1 and batch_size")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             problems.append(f"scale_range {self.scale_range} is not 0 < min <= max")
         if self.targets not in ("keypoint", "center"):

@@ -33,6 +33,7 @@ from .buffer import TrainingBuffer, build_buffer
 from .config import MappingConfig
 from .cross_frame import frame_links
 from .loss import reprojection_loss, sequence_loss, tau_schedule
+from .micro_batches import MicroBatchSteps
 
 if TYPE_CHECKING:
     from ..refinement.keyframe_tracking import KeyframeSettings
@@ -309,58 +310,79 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
     kf_sum = kf_count = torch.zeros((), device=device)
     window_samples = 0
     log_every = max(config.iterations // 20, 1)
-    for it in bar:
-        if cursor + config.batch_size > n:
-            perm = torch.randperm(n, generator=gen, device=device)
-            cursor = 0
-        idx = perm[cursor:cursor + config.batch_size]
-        cursor += config.batch_size
-        feats = buf.features[idx]
-        img = buf.image_index[idx]
-        tau = tau_schedule(it, config.iterations, config.tau_max, config.tau_min)
+    micro, threads = None, torch.get_num_threads()
+    if device.type == "cpu" and config.micro_batches > 1 and not sequence and isinstance(model, SceneHead):
+        micro = MicroBatchSteps(list(model.parameters()), workers=threads, parts=config.micro_batches)
+        torch.set_num_threads(1)  # the workers are the parallelism
+
+    def part_loss(part: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample loss, validity and predicted points of the samples ``part``."""
+        f, im = buf.features[part], buf.image_index[part]
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            points = model(feats if amp is not None else feats.float())
-        loss_per, valid = reprojection_loss(points.float(), buf.w2c[img], buf.K[img], buf.targets[idx],
-                                            tau, config.depth_min, config.depth_max,
-                                            config.max_reprojection_error, config.proxy_depth)
-        if sequence:
-            kf_loss, tracked = _keyframe_term(points.float(), buf, idx, img, tau, config)
-            loss = sequence_loss(loss_per, kf_loss, tracked, config.sequence_weight,
-                                 config.sequence_mean)
-            kf_sum = kf_sum + torch.where(tracked, kf_loss, torch.zeros_like(kf_loss)).sum().detach()
-            kf_count = kf_count + tracked.sum()
-        else:
-            loss = loss_per.mean()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            # Name the frames whose samples went non-finite (a NaN pose or calibration...).
-            bad = ~torch.isfinite(loss_per.detach())
-            raise NonFiniteLoss(it, value, sorted(set(img[bad].tolist())))
-        window_sum += value
-        window_n += 1
-        window_samples += int(idx.numel())
-        if (it + 1) % log_every == 0 or it == config.iterations - 1:
-            # Mean loss over the logging window (tau falls during training, so losses of different
-            # windows compare only roughly).
-            mean = window_sum / window_n
-            vfrac = float(valid.float().mean())
-            history.append((it, mean, tau))
-            post = dict(loss=f"{mean:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
-            if sequence:
-                n_kf = float(kf_count)
-                kf_mean = float(kf_sum) / max(n_kf, 1.0)
-                share = n_kf / max(window_samples, 1)
-                kf_history.append((it, kf_mean, share))
-                post.update(kf_loss=f"{kf_mean:.2f}", matched=f"{share:.2f}")
-                kf_sum = kf_count = torch.zeros((), device=device)
-            bar.set_postfix(**post)
-            log.debug("it %d %s", it, " ".join(f"{k} {v}" for k, v in post.items()))
-            window_sum, window_n, window_samples = 0.0, 0, 0
+            points = model(f if amp is not None else f.float())
+        loss, valid = reprojection_loss(points.float(), buf.w2c[im], buf.K[im], buf.targets[part], tau,
+                                        config.depth_min, config.depth_max, config.max_reprojection_error,
+                                        config.proxy_depth)
+        return loss, valid, points
+
+    try:
+        for it in bar:
+            if cursor + config.batch_size > n:
+                perm = torch.randperm(n, generator=gen, device=device)
+                cursor = 0
+            idx = perm[cursor:cursor + config.batch_size]
+            cursor += config.batch_size
+            img = buf.image_index[idx]
+            tau = tau_schedule(it, config.iterations, config.tau_max, config.tau_min)
+            if micro is not None:  # forward, backward and gradient in parts on the worker threads
+                opt.zero_grad(set_to_none=True)
+                loss_per, valid = micro.gradients(lambda part: part_loss(part, tau)[:2], idx)
+                loss = loss_per.mean()
+                opt.step()
+            else:
+                loss_per, valid, points = part_loss(idx, tau)
+                if sequence:
+                    kf_loss, tracked = _keyframe_term(points.float(), buf, idx, img, tau, config)
+                    loss = sequence_loss(loss_per, kf_loss, tracked, config.sequence_weight,
+                                         config.sequence_mean)
+                    kf_sum = kf_sum + torch.where(tracked, kf_loss, torch.zeros_like(kf_loss)).sum().detach()
+                    kf_count = kf_count + tracked.sum()
+                else:
+                    loss = loss_per.mean()
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            sched.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                # Name the frames whose samples went non-finite (a NaN pose or calibration...).
+                bad = ~torch.isfinite(loss_per.detach())
+                raise NonFiniteLoss(it, value, sorted(set(img[bad].tolist())))
+            window_sum += value
+            window_n += 1
+            window_samples += int(idx.numel())
+            if (it + 1) % log_every == 0 or it == config.iterations - 1:
+                # Mean loss over the logging window (tau falls during training, so losses of different
+                # windows compare only roughly).
+                mean = window_sum / window_n
+                vfrac = float(valid.float().mean())
+                history.append((it, mean, tau))
+                post = dict(loss=f"{mean:.2f}", tau=f"{tau:.1f}", valid=f"{vfrac:.2f}")
+                if sequence:
+                    n_kf = float(kf_count)
+                    kf_mean = float(kf_sum) / max(n_kf, 1.0)
+                    share = n_kf / max(window_samples, 1)
+                    kf_history.append((it, kf_mean, share))
+                    post.update(kf_loss=f"{kf_mean:.2f}", matched=f"{share:.2f}")
+                    kf_sum = kf_count = torch.zeros((), device=device)
+                bar.set_postfix(**post)
+                log.debug("it %d %s", it, " ".join(f"{k} {v}" for k, v in post.items()))
+                window_sum, window_n, window_samples = 0.0, 0, 0
+    finally:
+        if micro is not None:
+            micro.close()
+            torch.set_num_threads(threads)
     bar.close()
     return history, kf_history
 
