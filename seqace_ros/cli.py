@@ -29,6 +29,9 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-blocks", type=int, help="residual blocks in the head")
     g.add_argument("--buffer-size", type=int, help="training samples in the buffer")
     g.add_argument("--batch-size", type=int)
+    g.add_argument("--micro-batches", type=int,
+                   help="on a CPU, each batch runs as this many parts on single-core worker threads, which "
+                        "shares busy cores better (default 4; 1: OpenMP splits every matrix product)")
     g.add_argument("--no-augment", action="store_true", help="disable scale/rotation/intensity augmentation")
     g.add_argument("--keyframes", action=argparse.BooleanOptionalAction, default=None,
                    help="store refinement keyframes in the map (default: on), which `--refine` uses")
@@ -61,7 +64,8 @@ def mapping_config_from_args(args):
         "iterations": args.iterations, "head_width": args.head_width, "head_blocks": args.head_blocks,
         "buffer_size": args.buffer_size, "batch_size": args.batch_size, "targets": args.targets,
         "precision": args.precision, "seed": args.seed, "device": args.device,
-        "num_threads": args.threads, "backend": args.backend}.items() if v is not None}
+        "num_threads": args.threads, "backend": args.backend,
+        "micro_batches": getattr(args, "micro_batches", None)}.items() if v is not None}
     if args.no_augment:
         over["augment"] = False
     if getattr(args, "keyframes", None) is not None:

@@ -256,6 +256,9 @@ def test_command_line_switches_reach_the_settings():
     assert mapping_config_from_args(args).keyframes is False
     args = p.parse_args(["map", "scene", "--out", "m.safetensors"])
     assert mapping_config_from_args(args).keyframes is True
+    assert mapping_config_from_args(args).micro_batches == 4
+    args = p.parse_args(["map", "scene", "--out", "m.safetensors", "--micro-batches", "1"])
+    assert mapping_config_from_args(args).micro_batches == 1
 
 
 def test_keyframes_survive_the_map_file_and_damaged_ones_are_refused(room_map, tmp_path):
