@@ -30,8 +30,9 @@ def _add_mapping_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--buffer-size", type=int, help="training samples in the buffer")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--micro-batches", type=int,
-                   help="on a CPU, each batch runs as this many parts on single-core worker threads, which "
-                        "shares busy cores better (default 4; 1: OpenMP splits every matrix product)")
+                   help="on a CPU with 2 to N/2 threads, each batch runs as N parts on single-core worker "
+                        "threads, which shares busy cores better (default 4; 1: OpenMP splits every matrix "
+                        "product)")
     g.add_argument("--no-augment", action="store_true", help="disable scale/rotation/intensity augmentation")
     g.add_argument("--keyframes", action=argparse.BooleanOptionalAction, default=None,
                    help="store refinement keyframes in the map (default: on), which `--refine` uses")

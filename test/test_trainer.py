@@ -140,3 +140,27 @@ def test_micro_batch_gradients_equal_the_whole_batch_and_do_not_depend_on_the_wo
         MicroBatchSteps(list(head.parameters()), workers=2, parts=0)
     with pytest.raises(ValueError, match="micro_batches 0"):
         MappingConfig(micro_batches=0).validate()
+
+
+@pytest.mark.parametrize("threads, used", [(2, True), (8, False)])
+def test_training_takes_the_parts_path_with_two_threads_and_openmp_with_many(tmp_path, monkeypatch, threads, used):
+    from seqace_ros.mapping import train_map
+    from seqace_ros.mapping import micro_batches
+
+    calls = []
+    real = micro_batches.MicroBatchSteps.gradients
+
+    def counting(self, loss_of, idx):
+        calls.append(len(idx))
+        return real(self, loss_of, idx)
+
+    monkeypatch.setattr(micro_batches.MicroBatchSteps, "gradients", counting)
+    before = torch.get_num_threads()
+    cfg = MappingConfig(buffer_size=2000, samples_per_view=200, image_height=96, head_width=32, head_blocks=1,
+                        iterations=5, batch_size=256, num_threads=threads, keyframes=False, precision="fp32")
+    try:
+        train_map(load_split(_scene(tmp_path), "train"), cfg, progress=False)
+        assert (len(calls) == 5) == used and (len(calls) == 0) == (not used), calls
+        assert torch.get_num_threads() == threads  # restored after the parts path set 1
+    finally:
+        torch.set_num_threads(before)

@@ -140,7 +140,8 @@ class MappingConfig:
     # On a CPU, each training batch runs as this many equal parts on single-core worker threads
     # (one per torch thread) instead of OpenMP splitting every matrix product: as fast alone, and
     # a worker whose core another process shares takes fewer parts (mapping/micro_batches.py,
-    # benchmarks/README.md, "Session 11"). 1: OpenMP as before. Not with the sequence loss or torchrun.
+    # benchmarks/README.md, "Session 11"). Used with 2 to micro_batches / 2 torch threads, not
+    # with the sequence loss or torchrun; otherwise (or 1) OpenMP as before.
     micro_batches: int = 4
     seed: int = 2089
     map_points: int = 20000  # scene points stored in the map for visualisation

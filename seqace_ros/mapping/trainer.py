@@ -311,7 +311,10 @@ def _optimise(model: torch.nn.Module, buf: TrainingBuffer, config: MappingConfig
     window_samples = 0
     log_every = max(config.iterations // 20, 1)
     micro, threads = None, torch.get_num_threads()
-    if device.type == "cpu" and config.micro_batches > 1 and not sequence and isinstance(model, SceneHead):
+    # Two parts or more per worker, so that a slowed worker can leave parts to the others; with more
+    # threads than that (a many-core computer) OpenMP's large products stay (measured on 2 cores only).
+    if (device.type == "cpu" and 2 <= threads and 2 * threads <= config.micro_batches and not sequence
+            and isinstance(model, SceneHead)):
         micro = MicroBatchSteps(list(model.parameters()), workers=threads, parts=config.micro_batches)
         torch.set_num_threads(1)  # the workers are the parallelism
 
