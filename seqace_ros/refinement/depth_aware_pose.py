@@ -10,9 +10,12 @@ depth-free part of every match decide more of the pose (benchmarks/README.md, "S
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .._native import refine_pose_depth_aware as _native_refine
+from ..relocalization.pnp import reprojection_errors
 
 
 def refine_pose_depth_aware(pose_c2w: np.ndarray, points2d: np.ndarray, points3d: np.ndarray,
@@ -29,3 +32,21 @@ def refine_pose_depth_aware(pose_c2w: np.ndarray, points2d: np.ndarray, points3d
                                      np.asarray(points3d, np.float64), np.asarray(origins, np.float64),
                                      np.asarray(K, np.float64), float(along_weight), float(loss_scale_px),
                                      int(iterations)))
+
+
+def fit_selected(pose_c2w: np.ndarray, points2d: np.ndarray, points3d: np.ndarray, origins: np.ndarray,
+                 K: np.ndarray, along_weight: float, selections_px: Sequence[float]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`refine_pose_depth_aware` on the matches within each of ``selections_px`` of the pose
+    so far, in turn (one fit per entry): the pose, and which matches the last fit used. A fit with
+    fewer than 6 matches ends the sequence there."""
+    pose = np.asarray(pose_c2w, np.float64)
+    p2, p3, o = (np.asarray(a, np.float64) for a in (points2d, points3d, origins))
+    used = np.zeros(len(p2), bool)
+    for threshold in selections_px:
+        near = reprojection_errors(p2, p3, K, pose) < threshold
+        if near.sum() < 6:
+            break
+        pose = refine_pose_depth_aware(pose, p2[near], p3[near], o[near], K, along_weight)
+        used = near
+    return pose, used

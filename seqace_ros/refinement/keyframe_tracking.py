@@ -27,7 +27,7 @@ from .. import ransac
 from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
 from ..relocalization.pnp import project, reprojection_errors
-from .depth_aware_pose import refine_pose_depth_aware
+from .depth_aware_pose import fit_selected, refine_pose_depth_aware
 from .tracking_config import TrackingConfig
 from .triangulation import TriangulationSettings, on_reference_rays, triangulate_tracks
 
@@ -491,11 +491,13 @@ class KeyframeRefiner:
             return TrackedRefinement(False, num_tracks=len(p2), num_inliers=int(res.num_inliers),
                                      keyframes=used, message=f"refinement RANSAC failed: {res.message}")
         pose = np.asarray(res.T_c2w, np.float64)
-        if c.along_epipolar_weight < 1.0 and not wide:
-            # RANSAC's covariance is kept for the result: the step moves the pose by about a
-            # millimetre (median on the kitchen; 5 mm at most).
-            inl = np.asarray(res.inliers, bool)
-            pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
+        if (c.along_epipolar_weight < 1.0 or c.final_fit_px) and not wide:
+            # RANSAC's covariance is kept for the result: the fit moves the pose by millimetres.
+            if c.final_fit_px:
+                pose, _ = fit_selected(pose, p2, p3, origins, K, c.along_epipolar_weight, c.final_fit_px)
+            else:
+                inl = np.asarray(res.inliers, bool)
+                pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
         shift, turn = pose_errors(pose, regressed_c2w)
         out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)

@@ -42,6 +42,15 @@ class TrackingConfig:
     # (refinement/depth_aware_pose.py). 1: RANSAC's own refinement; 0.3 was as good within 1 cm
     # on the kitchen but lost a Strecha query (benchmarks/README.md, "Session 10").
     along_epipolar_weight: float = 0.5
+    # The matches that depth-aware fit uses: those within each of these distances (pixels) of
+    # the pose so far, one fit per entry. RANSAC's inliers are cut at refine_threshold_px
+    # isotropically, so which tracks with an error along their keyframe ray (as a depth error
+    # puts it) count depended on which hypothesis won: the seed alone moved up to 2 points of the
+    # kitchen's frames across the 1 cm line. A wide first selection lets all of them pull the pose
+    # (the Cauchy loss still discounts the far ones); the tight second one drops patches that slid
+    # onto repeated texture, which a wide one alone let cost the courtyards frames within 2 cm.
+    # Empty: RANSAC's inliers (benchmarks/README.md, "Session 12").
+    final_fit_px: tuple[float, ...] = (3.0, 1.5)
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
     # structure (benchmarks/README.md, "Keyframe refinement").
@@ -83,4 +92,6 @@ class TrackingConfig:
             out.append(f"tracking.window_px {self.window_px} < 3")
         if not 0.0 < self.along_epipolar_weight <= 1.0:
             out.append(f"tracking.along_epipolar_weight {self.along_epipolar_weight} is not in (0, 1]")
+        if not all(isinstance(t, (int, float)) and 0.0 < t < float("inf") for t in self.final_fit_px):
+            out.append(f"tracking.final_fit_px {self.final_fit_px!r}: each entry must be a positive number of pixels")
         return out
