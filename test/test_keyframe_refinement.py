@@ -417,8 +417,8 @@ def test_depth_aware_pose_names_mismatched_inputs():
 
 
 def test_the_final_fit_follows_all_near_matches_not_the_winning_hypothesis():
-    """Matches whose keyframe points share a depth error per keyframe land 0.5-3 px off along their
-    rays' images, some beyond RANSAC's 1 px cut. Fitted on the matches within 1 px of each start
+    """Matches whose keyframe points share a depth error per keyframe land about 0.5-2 px off along
+    their rays' images, half of them beyond RANSAC's 1 px cut. Fitted on the matches within 1 px of each start
     (as RANSAC's inliers depend on the hypothesis that won), the pose depends on the start; fitted
     on the matches within 3 then 1.5 px, starts a millimetre or two apart end at one pose, nearer
     the truth, and slid patches 6-20 px off stay out of it."""

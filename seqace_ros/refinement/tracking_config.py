@@ -45,8 +45,8 @@ class TrackingConfig:
     # The matches that depth-aware fit uses: those within each of these distances (pixels) of
     # the pose so far, one fit per entry. RANSAC's inliers are cut at refine_threshold_px
     # isotropically, so which tracks with an error along their keyframe ray (as a depth error
-    # puts it) count depended on which hypothesis won: the seed alone moved up to 2 points of the
-    # kitchen's frames across the 1 cm line. A wide first selection lets all of them pull the pose
+    # puts it) count depended on which hypothesis won: RANSAC's seed alone moved frames across
+    # the 1 cm line. A wide first selection lets all of them pull the pose
     # (the Cauchy loss still discounts the far ones); the tight second one drops patches that slid
     # onto repeated texture, which a wide one alone let cost the courtyards frames within 2 cm.
     # Empty: RANSAC's inliers (benchmarks/README.md, "Session 12").
