@@ -39,10 +39,11 @@ class TrackingConfig:
     refine_threshold_px: float = 1.0
     # The final pose weighs each match's error along its keyframe ray's image (where an error in
     # the point's depth shows, growing with the distance to the keyframe) by this, across it by 1
-    # (refinement/depth_aware_pose.py). 1: RANSAC's own refinement; 0.3 was as good within 1 cm
-    # on the kitchen but lost a Strecha query (benchmarks/README.md, "Session 10").
+    # (refinement/depth_aware_pose.py). 1: an isotropic fit (with final_fit_px empty too:
+    # RANSAC's own refinement, no further fit); 0.3 was as good within 1 cm on the kitchen but
+    # lost a Strecha query (benchmarks/README.md, "Session 10").
     along_epipolar_weight: float = 0.5
-    # The matches that depth-aware fit uses: those within each of these distances (pixels) of
+    # The matches that fit uses: those within each of these distances (pixels) of
     # the pose so far, one fit per entry. RANSAC's inliers are cut at refine_threshold_px
     # isotropically, so which tracks with an error along their keyframe ray (as a depth error
     # puts it) count depended on which hypothesis won: RANSAC's seed alone moved frames across
