@@ -6,17 +6,21 @@
         [--image-heights 480,384]   # relocalize at other heights than the map's (encoder cost ~ pixels)
     # a budget may override profile fields: --budgets "cpu,cpu:head_blocks=1,cpu:iterations=3000"
     [--seeds 2089,1,2]   # map each budget once per training seed; the table adds each budget's mean
+    [--ransac-seeds 0,1,2]   # localize once per RANSAC seed, ours and the peer's; the table adds the means
 
 For each mapping budget: map the 500 train frames (wall time), localize the 500 test frames
 (single-frame mode; per-frame median timing with images already decoded), and, on a subset, the
 frame rate with encoder and head in fp32 (CPUs without bf16). Then the peer (benchmarks/peer_structure.py)
-on the same data with the same thread count. Prints one table and writes JSON.
+on the same data with the same thread count. Which RANSAC hypothesis wins moves a few frames across
+the 1 and 2 cm lines, for both methods: ``--ransac-seeds`` localizes once per seed and adds each
+setting's mean. Prints one table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import itertools
 import os
 import sys
@@ -49,9 +53,9 @@ def with_seed(budget: str, seed: int) -> str:
     return f"{name}:{rest + ';' if rest else ''}seed={seed}"
 
 
-def seed_means(budget: str, rows: list[dict]) -> list[dict]:
-    """One row per (cells, height, refinement) setting: the mean over the training seeds of
-    ``budget``'s rows (recall, medians, frame time, mapping time)."""
+def seed_means(budget: str, rows: list[dict], kind: str = "seeds") -> list[dict]:
+    """One row per (cells, height, refinement) setting: the mean over the seeds of ``budget``'s
+    rows (recall, medians, frame time, mapping time); ``kind`` names the seeds in the label."""
     import numpy as np
 
     def mean(xs: list) -> float | None:
@@ -65,8 +69,9 @@ def seed_means(budget: str, rows: list[dict]) -> list[dict]:
     out = []
     for (cells, height, refined), rs in groups.items():
         at = f", H={height}" if height else ""
+        setting = "" if cells is None else f", K={cells}{at}, {'refined' if refined else 'no refinement'}"
         out.append({
-            "method": f"mean of {len(rs)} seeds ({budget}, K={cells}{at}, {'refined' if refined else 'no refinement'})",
+            "method": f"mean of {len(rs)} {kind} ({budget}{setting})",
             "seeds": len(rs), "recall": {k: mean([r["recall"][k] for r in rs]) for k in KEYS},
             "median_translation_cm": mean([r["median_translation_cm"] for r in rs]),
             "median_rotation_deg": mean([r["median_rotation_deg"] for r in rs]),
@@ -77,7 +82,8 @@ def seed_means(budget: str, rows: list[dict]) -> list[dict]:
 
 def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir: Path,
                cells: list[int], map_path: Path | None = None, device: str = "cpu",
-               heights: list[int | None] = (None,), refine: tuple[bool, ...] = (True,)) -> list[dict]:
+               heights: list[int | None] = (None,), refine: tuple[bool, ...] = (True,),
+               ransac_seeds: tuple[int, ...] = (0,)) -> list[dict]:
     import torch
 
     from seqace_ros.data.scene_folder import load_split
@@ -105,13 +111,14 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
         cfg_dict = cfg.to_dict()
     test = load_split(scene, "test")
     reports = []
-    for height, num_cells, ref in itertools.product(heights, cells, refine):
+    for height, num_cells, ref, seed in itertools.product(heights, cells, refine, ransac_seeds):
         # height None: the map's own image height (what it was trained at)
         at = f", H={height}" if height else ""
-        reloc = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, image_height=height,
-                                                   refine=ref).with_threads(threads),
-                            device=device)
+        config = RelocConfig(num_cells=num_cells, image_height=height, refine=ref)
+        config = dataclasses.replace(config, ransac=dataclasses.replace(config.ransac, seed=seed))
+        reloc = Relocalizer(scene_map, config.with_threads(threads), device=device)
         at += ", refined" if reloc.refiner is not None else ", no refinement"
+        at += f", RANSAC seed {seed}" if len(ransac_seeds) > 1 else ""
         results = localize_frames(reloc.localize, test, desc=f"seqace {budget} K={num_cells}{at}")
         report = summarize(results, method=f"seqace ({budget}, K={num_cells}{at})", mapping_s=mapping_s,
                            mapping_config=cfg_dict, threads=threads, num_cells=num_cells, image_height=height,
@@ -119,7 +126,8 @@ def run_seqace(scene: Path, budget: str, threads: int, fp32_frames: int, out_dir
                            encoder_precision=reloc.encoder.precision, device=str(reloc.device),
                            refinement=reloc.describe()["refinement"],
                            map_keyframe_bytes=int(sum(a.nbytes for a in scene_map.keyframes.values())))
-        if fp32_frames:
+        report["ransac_seed"] = seed
+        if fp32_frames and seed == ransac_seeds[0]:
             # CPUs without bf16 units: encoder and head in fp32.
             r32 = Relocalizer(scene_map, RelocConfig(num_cells=num_cells, precision="fp32",
                                                      encoder_precision="fp32", image_height=height,
@@ -153,6 +161,9 @@ def main() -> int:
     ap.add_argument("--seeds", default="",
                     help="comma-separated training seeds: each budget is mapped once per seed, and the "
                          "table adds the mean over them")
+    ap.add_argument("--ransac-seeds", default="0",
+                    help="comma-separated RANSAC seeds (ours and the peer's): each setting is localized "
+                         "once per seed, and the table adds the mean over them")
     ap.add_argument("--map", type=Path, action="append", default=[],
                     help="evaluate this existing map instead of training one (repeatable)")
     args = ap.parse_args()
@@ -169,10 +180,21 @@ def main() -> int:
     cells = [int(c) for c in args.cells.split(",") if c.strip()]
     heights = [int(h) for h in args.image_heights.split(",") if h.strip()] or [None]
     refine = tuple(x.strip() == "on" for x in args.refine.split(",") if x.strip())
+    try:
+        ransac_seeds = tuple(int(x) for x in args.ransac_seeds.split(",") if x.strip())
+    except ValueError:
+        print(f"--ransac-seeds {args.ransac_seeds!r}: expected comma-separated integers", file=sys.stderr)
+        return 2
+    if not ransac_seeds:
+        print("--ransac-seeds: at least one seed", file=sys.stderr)
+        return 2
     rows = []
     for m in args.map:
-        rows += run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
-                           args.device, heights, refine)
+        map_rows = run_seqace(args.scene, "", args.threads, args.fp32_frames, out_dir, cells, m,
+                              args.device, heights, refine, ransac_seeds)
+        rows += map_rows
+        if len(ransac_seeds) > 1:
+            rows += seed_means(f"map {m.name}", map_rows, "RANSAC seeds")
     budgets = [] if args.map else [b.strip() for b in args.budgets.split(",") if b.strip()]
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     for budget in budgets:
@@ -180,15 +202,23 @@ def main() -> int:
         budget_rows = []
         for run in runs:
             budget_rows += run_seqace(args.scene, run, args.threads, args.fp32_frames, out_dir, cells,
-                                      device=args.device, heights=heights, refine=refine)
+                                      device=args.device, heights=heights, refine=refine,
+                                      ransac_seeds=ransac_seeds)
         rows += budget_rows
         if len(runs) > 1:
             rows += seed_means(budget, budget_rows)
     if args.peer != "none":
-        from peer_structure import run_peer
-        peer = run_peer(args.scene, features=args.peer, threads=args.threads)
-        peer["method"] = f"structure peer ({args.peer})"
-        rows.append(peer)
+        from peer_structure import default_localize_settings, run_peer
+        peer_rows = []
+        for seed in ransac_seeds:
+            settings = dataclasses.replace(default_localize_settings(args.peer), ransac_seed=seed)
+            peer = run_peer(args.scene, features=args.peer, threads=args.threads, localize_settings=settings)
+            peer["method"] = f"structure peer ({args.peer})" + (f", RANSAC seed {seed}" if len(ransac_seeds) > 1 else "")
+            peer["ransac_seed"] = seed
+            peer_rows.append(peer)
+        rows += peer_rows
+        if len(ransac_seeds) > 1:
+            rows += seed_means(f"structure peer ({args.peer})", peer_rows, "RANSAC seeds")
     print()
     print(f"{'method':40s} " + " ".join(f"{k:>10s}" for k in KEYS) + f" {'med cm':>7s} {'med deg':>7s}"
           f" {'ms/frame':>8s} {'fps':>6s} {'map s':>6s}")

@@ -27,6 +27,7 @@ class LocalizeSettings:
     match_precision: str = "float32"
     ransac_px: float = 12.0
     ransac_max_iterations: int = 10_000
+    ransac_seed: int = 0  # PoseLib's sampling seed (benchmarks compare means over seeds)
     refine_loss_px: float = 4.0  # Cauchy scale of PoseLib's final refinement on the inliers
     min_inliers: int = 12
 
@@ -92,7 +93,8 @@ class StructureLocalizer:
                   "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
         pose, info = poselib.estimate_absolute_pose(
             feats.keypoints[iq].astype(np.float64), self.rec.points[cand[ip]], camera,
-            {"max_reproj_error": s.ransac_px, "max_iterations": s.ransac_max_iterations},
+            {"max_reproj_error": s.ransac_px, "max_iterations": s.ransac_max_iterations,
+             "seed": s.ransac_seed},
             {"loss_type": "CAUCHY", "loss_scale": s.refine_loss_px})
         timing["ransac"] = (time.perf_counter() - t3) * 1e3
         n_inl = int(info.get("num_inliers", 0))
