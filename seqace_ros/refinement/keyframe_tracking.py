@@ -28,7 +28,6 @@ from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
 from ..relocalization.pnp import project, reprojection_errors
 from .depth_aware_pose import fit_selected, refine_pose_depth_aware
-from .patch_warp import facing_normals, fitted_normals, point_homographies, track_through_homographies
 from .tracking_config import TrackingConfig
 from .triangulation import TriangulationSettings, on_reference_rays, triangulate_tracks
 
@@ -75,12 +74,6 @@ class KeyframeSettings:
     # every query tracking that pixel inherited (benchmarks/README.md, "Session 10").
     on_reference_rays: bool = True
     jpeg_quality: int = 95
-    # "wide": keyframes whose neighbours are far (few views) are tracked once more, each patch
-    # through the homography of the plane facing the keyframe at its triangulated point, from
-    # where that point projects (within point_warp_shift_px), and triangulated again; "all": every
-    # keyframe; "": none.
-    point_warp: str = ""
-    point_warp_shift_px: float = 3.0
     triangulation: TriangulationSettings = field(
         default_factory=lambda: TriangulationSettings(max_reproj_px=1.0, min_angle_deg=2.0, min_views=3))
 
@@ -320,29 +313,6 @@ def build_keyframes(frames, settings: KeyframeSettings | None = None, progress: 
             X = np.where(so_far.valid[:, None], so_far.points, X if X is not None else np.nan)
         all_track, all_image, all_xy = np.concatenate(obs_track), np.concatenate(obs_image), np.concatenate(obs_xy)
         tri = triangulate_tracks(all_track, all_image, all_xy, poses, Ks, len(xy), s.triangulation)
-        if s.point_warp and (wide or s.point_warp == "all") and tri.valid.sum() >= 8:
-            # Track every neighbour again, each patch through the homography of the plane
-            # facing the keyframe at its triangulated point (refinement/patch_warp.py).
-            T_i = np.linalg.inv(poses[i])
-            have = np.flatnonzero(tri.valid)
-            cam = tri.points[have] @ T_i[:3, :3].T + T_i[:3, 3]
-            normals = facing_normals(cam)
-            obs_track, obs_image, obs_xy = [np.arange(len(xy))], [np.full(len(xy), i)], [xy]
-            for j in neighbours:
-                norm_j = image(int(j))[1]
-                Hj = point_homographies(Ks[i], poses[i], Ks[j], poses[j], cam, normals)
-                pos, ok = track_through_homographies(norm_i, norm_j, xy[have].astype(np.float64), Hj,
-                                                     s.window_px, s.point_warp_shift_px)
-                F = fundamental_from_poses(Ks[i], poses[i], Ks[j], poses[j])
-                keep = np.flatnonzero(ok)
-                keep = keep[epipolar_distance(F, xy[have[keep]].astype(np.float64),
-                                              pos[keep].astype(np.float64)) < s.epipolar_px]
-                obs_track.append(have[keep])
-                obs_image.append(np.full(len(keep), j))
-                obs_xy.append(pos[keep])
-            all_track, all_image, all_xy = (np.concatenate(obs_track), np.concatenate(obs_image),
-                                            np.concatenate(obs_xy))
-            tri = triangulate_tracks(all_track, all_image, all_xy, poses, Ks, len(xy), s.triangulation)
         # The reference observation must be among the inliers: the point is defined by that pixel.
         ref_ok = tri.obs_inlier[:len(xy)] & tri.valid
         points = tri.points
@@ -440,41 +410,6 @@ class KeyframeRefiner:
         self.images = [normalize_for_tracking(k.image) for k in keyframes]
         self.depths = [float(np.median((k.points - k.pose_c2w[:3, 3]) @ k.pose_c2w[:3, 2])) if len(k.points)
                        else None for k in keyframes]
-        self._surfaces: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # keyframe -> points, normals (camera)
-
-    def _surface(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe ``k``'s points in its camera coordinates and the normals of their planes."""
-        if k not in self._surfaces:
-            kf = self.keyframes[k]
-            T = np.linalg.inv(kf.pose_c2w)
-            cam = kf.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
-            normals = (fitted_normals(kf.xy.astype(np.float64), cam) if self.config.point_warp == "fitted"
-                       else facing_normals(cam))
-            self._surfaces[k] = (cam, normals)
-        return self._surfaces[k]
-
-    def warped_correspondences(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, used: tuple[int, ...]
-                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """As :meth:`correspondences` for the keyframes ``used``, each patch resampled through the
-        homography of its own plane at ``pose_c2w`` (refinement/patch_warp.py)."""
-        c = self.config
-        h, w = gray.shape
-        p2, p3, origin = [], [], []
-        for k in used:
-            kf = self.keyframes[k]
-            cam, normals = self._surface(k)
-            proj, front = project(kf.points.astype(np.float64), K, pose_c2w)
-            idx = np.flatnonzero(front & (proj[:, 0] >= 0) & (proj[:, 1] >= 0) & (proj[:, 0] < w) & (proj[:, 1] < h))
-            H = point_homographies(kf.K, kf.pose_c2w, K, pose_c2w, cam[idx], normals[idx])
-            pos, ok = track_through_homographies(self.images[k], gray, kf.xy[idx].astype(np.float64), H,
-                                                 c.window_px, c.max_shift_px)
-            p2.append(pos[ok])
-            p3.append(kf.points[idx[ok]])
-            origin.append(np.broadcast_to(kf.pose_c2w[:3, 3], (int(ok.sum()), 3)))
-        if not p2:
-            return np.zeros((0, 2)), np.zeros((0, 3)), np.zeros((0, 3))
-        return (np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64),
-                np.concatenate(origin).astype(np.float64))
 
     def nearest(self, pose_c2w: np.ndarray) -> np.ndarray:
         """Keyframes that look the same way (within ``max_angle_deg``), nearest first."""
@@ -563,16 +498,8 @@ class KeyframeRefiner:
             else:
                 inl = np.asarray(res.inliers, bool)
                 pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
-            if c.point_warp:
-                q2, q3, qo = self.warped_correspondences(norm, K, pose, used)
-                if len(q2) >= c.min_inliers:
-                    pose, _ = fit_selected(pose, q2, q3, qo, K, c.along_epipolar_weight,
-                                           c.final_fit_px or (c.refine_threshold_px,))
         shift, turn = pose_errors(pose, regressed_c2w)
-        agree = int(res.num_inliers)
-        if c.agreement_px > 0 and not wide:
-            agree = int((reprojection_errors(p2, p3, K, pose) < c.agreement_px).sum())
-        out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), agree,
+        out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)
         if out.num_inliers < min_ratio * len(p2):
             out.message = f"only {out.num_inliers} of {len(p2)} tracked patches agree: not trusted"

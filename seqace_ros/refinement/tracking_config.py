@@ -7,9 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-POINT_WARPS = ("", "facing", "fitted")
-
-
 @dataclass
 class TrackingConfig:
     """How a regressed pose is refined against the keyframes (RelocConfig.refine turns it on or off)."""
@@ -55,11 +52,6 @@ class TrackingConfig:
     # onto repeated texture, which a wide one alone let cost the courtyards frames within 2 cm.
     # Empty: RANSAC's inliers (benchmarks/README.md, "Session 12").
     final_fit_px: tuple[float, ...] = (3.0, 1.5)
-    # After the fit, track the patches again, each resampled through the homography of the plane
-    # through its own point at the pose found ("facing": the plane facing the keyframe;
-    # "fitted": the surface its neighbouring points span), and fit once more. "": no second pass.
-    point_warp: str = ""
-    agreement_px: float = 0.0
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
     # structure (benchmarks/README.md, "Keyframe refinement").
@@ -103,6 +95,4 @@ class TrackingConfig:
             out.append(f"tracking.along_epipolar_weight {self.along_epipolar_weight} is not in (0, 1]")
         if not all(isinstance(t, (int, float)) and 0.0 < t < float("inf") for t in self.final_fit_px):
             out.append(f"tracking.final_fit_px {self.final_fit_px!r}: each entry must be a positive number of pixels")
-        if self.point_warp not in POINT_WARPS:
-            out.append(f"tracking.point_warp {self.point_warp!r} is not one of {POINT_WARPS}")
         return out
