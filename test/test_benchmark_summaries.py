@@ -49,3 +49,26 @@ def test_budget_overrides_parse_to_typed_values():
     assert redkitchen.parse_budget("cpu:sequence=True;seed=1;learning_rate=0.01") == (
         "cpu", {"sequence": True, "seed": 1, "learning_rate": 0.01})
     assert redkitchen.parse_budget("quality") == ("quality", {})
+
+
+def _row(method: str, cells, r1: float, median: float) -> dict:
+    return {"method": method, "num_cells": cells, "image_height": None,
+            "recall": {"10cm_5deg": 100.0, "5cm_5deg": 100.0, "2cm_2deg": 99.0, "1cm_1deg": r1},
+            "median_translation_cm": median, "median_rotation_deg": 0.1, "timing_ms": {"total": 30.0},
+            "fps": 33.0, "mapping_s": None}
+
+
+def test_ransac_seed_means_keep_settings_apart_and_label_the_peer_plainly():
+    rows = [_row("seqace (m, K=1000, refined, RANSAC seed 0)", 1000, 93.8, 0.32),
+            _row("seqace (m, K=1000, refined, RANSAC seed 1)", 1000, 92.6, 0.30),
+            _row("seqace (m, K=1000, no refinement, RANSAC seed 0)", 1000, 70.0, 0.70)]
+    means = redkitchen.seed_means("map m", rows, "RANSAC seeds")
+    refined = [m for m in means if m["method"].endswith("refined)")]
+    assert len(means) == 2 and len(refined) == 1
+    assert refined[0]["recall"]["1cm_1deg"] == pytest.approx(93.2)
+    assert refined[0]["median_translation_cm"] == pytest.approx(0.31)
+    assert refined[0]["method"] == "mean of 2 RANSAC seeds (map m, K=1000, refined)"
+    peer = redkitchen.seed_means("structure peer (sift)", [_row("p", None, 93.8, 0.37), _row("p", None, 93.6, 0.37)],
+                                 "RANSAC seeds")
+    assert [p["method"] for p in peer] == ["mean of 2 RANSAC seeds (structure peer (sift))"]
+    assert peer[0]["recall"]["1cm_1deg"] == pytest.approx(93.7)
