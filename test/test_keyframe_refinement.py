@@ -465,9 +465,12 @@ def test_the_final_fit_follows_all_near_matches_not_the_winning_hypothesis():
     assert np.array_equal(pose, starts[0]) and not used.any()
 
 
-def test_tracking_settings_name_a_bad_final_fit_selection():
+def test_tracking_settings_name_a_bad_final_fit_selection_or_warp_ratio():
     assert TrackingConfig().problems() == []
     assert any("final_fit_px" in p for p in TrackingConfig(final_fit_px=(3.0, 0.0)).problems())
     assert any("final_fit_px" in p for p in TrackingConfig(final_fit_px=(float("nan"),)).problems())
     with pytest.raises(ValueError, match="final_fit_px"):
         RelocConfig(tracking=TrackingConfig(final_fit_px=(-1.0,))).validate()
+    assert any("point_warp_ratio" in p for p in TrackingConfig(point_warp_ratio=-0.1).problems())
+    assert any("point_warp_ratio" in p for p in TrackingConfig(point_warp_ratio=float("inf")).problems())
+    assert not TrackingConfig(point_warp_ratio=0.0).problems()

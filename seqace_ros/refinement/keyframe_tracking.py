@@ -28,6 +28,7 @@ from ..geometry import pose_errors
 from ..input_bounds import HARD_LIMITS, compressed_size, size_problem
 from ..relocalization.pnp import project, reprojection_errors
 from .depth_aware_pose import fit_selected, refine_pose_depth_aware
+from .patch_warp import facing_normals, point_homographies, track_through_homographies
 from .tracking_config import TrackingConfig
 from .triangulation import TriangulationSettings, on_reference_rays, triangulate_tracks
 
@@ -424,11 +425,16 @@ class KeyframeRefiner:
         """2D-3D matches of the nearest keyframes' points in ``gray`` (already normalized by
         :func:`normalize_for_tracking`), tracked from where ``pose_c2w`` projects them: pixels,
         world points, the centre of the keyframe each point comes from, and those keyframes."""
+        return self._tracks(gray, K, pose_c2w, wide)[:4]
+
+    def _tracks(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, wide: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]:
+        """:meth:`correspondences`, and the keyframe of each match."""
         c = self.config
         window, levels = (c.wide_window_px, c.wide_pyramid_levels) if wide else (c.window_px, c.pyramid_levels)
         h, w = gray.shape
         max_shift = c.wide_max_shift_ratio * w if wide else c.max_shift_px
-        p2, p3, origin, used = [], [], [], []
+        p2, p3, origin, used, source = [], [], [], [], []
         for k in self.nearest(pose_c2w):
             kf = self.keyframes[k]
             init, front = project(kf.points.astype(np.float64), K, pose_c2w)
@@ -442,10 +448,50 @@ class KeyframeRefiner:
             p3.append(kf.points[idx[ok]])
             origin.append(np.broadcast_to(kf.pose_c2w[:3, 3], (int(ok.sum()), 3)))
             used.append(int(k))
+            source.append(np.full(int(ok.sum()), int(k)))
         if not p2:
-            return np.zeros((0, 2)), np.zeros((0, 3)), np.zeros((0, 3)), ()
+            return np.zeros((0, 2)), np.zeros((0, 3)), np.zeros((0, 3)), (), np.zeros(0, int)
         return (np.concatenate(p2).astype(np.float64), np.concatenate(p3).astype(np.float64),
-                np.concatenate(origin).astype(np.float64), tuple(used))
+                np.concatenate(origin).astype(np.float64), tuple(used), np.concatenate(source))
+
+    def _warped_tracks(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, k: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Keyframe ``k``'s points tracked into ``gray`` (normalized) from where ``pose_c2w``
+        projects them, each patch resampled through the homography of the plane through its point
+        facing the keyframe: pixels and world points."""
+        kf = self.keyframes[k]
+        h, w = gray.shape
+        proj, front = project(kf.points.astype(np.float64), K, pose_c2w)
+        idx = np.flatnonzero(front & (proj[:, 0] >= 0) & (proj[:, 1] >= 0) & (proj[:, 0] < w) & (proj[:, 1] < h))
+        T = np.linalg.inv(kf.pose_c2w)
+        cam = kf.points[idx].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+        H = point_homographies(kf.K, kf.pose_c2w, K, pose_c2w, cam, facing_normals(cam))
+        pos, ok = track_through_homographies(self.images[k], gray, kf.xy[idx].astype(np.float64), H,
+                                             self.config.window_px, self.config.max_shift_px)
+        return pos[ok].astype(np.float64), kf.points[idx[ok]].astype(np.float64)
+
+    def _warp_far_keyframes(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, p2: np.ndarray,
+                            p3: np.ndarray, origins: np.ndarray, source: np.ndarray, used: tuple[int, ...]
+                            ) -> np.ndarray:
+        """``pose_c2w`` fitted again after the keyframes at least ``point_warp_ratio`` of their
+        depth away were tracked through each point's plane (the others' tracks kept)."""
+        c = self.config
+        far = [k for k in used if self.depths[k] and np.linalg.norm(self.centres[k] - pose_c2w[:3, 3])
+               >= c.point_warp_ratio * self.depths[k]]
+        if not far:
+            return pose_c2w
+        keep = ~np.isin(source, far)
+        q2, q3, qo = [p2[keep]], [p3[keep]], [origins[keep]]
+        for k in far:
+            a, b = self._warped_tracks(gray, K, pose_c2w, k)
+            q2.append(a)
+            q3.append(b)
+            qo.append(np.broadcast_to(self.centres[k], (len(a), 3)))
+        q2, q3, qo = np.concatenate(q2), np.concatenate(q3), np.concatenate(qo)
+        if len(q2) < c.min_inliers:
+            return pose_c2w
+        return fit_selected(pose_c2w, q2, q3, qo, K, c.along_epipolar_weight,
+                            c.final_fit_px or (c.refine_threshold_px,))[0]
 
     def refine(self, gray: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, seed: int = 0,
                support: tuple[np.ndarray, np.ndarray, float] | None = None) -> TrackedRefinement:
@@ -478,7 +524,7 @@ class KeyframeRefiner:
         """One tracking pass from ``start_c2w``, judged against the regressed pose."""
         c = self.config
         min_ratio = c.min_inlier_ratio if min_ratio is None else min_ratio
-        p2, p3, origins, used = self.correspondences(norm, K, start_c2w, wide)
+        p2, p3, origins, used, source = self._tracks(norm, K, start_c2w, wide)
         if len(p2) < c.min_inliers:
             return TrackedRefinement(False, num_tracks=len(p2), keyframes=used,
                                      message=f"only {len(p2)} patches tracked from {len(used)} keyframes")
@@ -498,6 +544,8 @@ class KeyframeRefiner:
             else:
                 inl = np.asarray(res.inliers, bool)
                 pose = refine_pose_depth_aware(pose, p2[inl], p3[inl], origins[inl], K, c.along_epipolar_weight)
+        if c.point_warp_ratio > 0 and not wide and res.num_inliers >= min_ratio * len(p2):
+            pose = self._warp_far_keyframes(norm, K, pose, p2, p3, origins, source, used)
         shift, turn = pose_errors(pose, regressed_c2w)
         out = TrackedRefinement(False, pose, np.asarray(res.covariance, np.float64), len(p2), int(res.num_inliers),
                                 float(res.reprojection_error_px), shift, turn, used)

@@ -52,6 +52,15 @@ class TrackingConfig:
     # onto repeated texture, which a wide one alone let cost the courtyards frames within 2 cm.
     # Empty: RANSAC's inliers (benchmarks/README.md, "Session 12").
     final_fit_px: tuple[float, ...] = (3.0, 1.5)
+    # A keyframe at least this share of its scene depth away from the query (views far apart,
+    # as on a facade photographed from a few places) deforms each patch by more than LK's shift
+    # model allows: after the fit its patches are tracked again, each resampled through the
+    # homography of the plane through its own point facing the keyframe, and the pose is fitted
+    # once more (refinement/patch_warp.py). It brought the Strecha fountain's median from
+    # 0.45 cm to the peer's on maps of two training seeds, but cost a room a frame within 1 cm
+    # where it ran at all: the kitchen's nearest keyframes lie within 0.18 of the depth, the
+    # facades' at 0.18-0.56 (benchmarks/README.md, "Session 13"). 0: never.
+    point_warp_ratio: float = 0.25
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
     # structure (benchmarks/README.md, "Keyframe refinement").
@@ -95,4 +104,6 @@ class TrackingConfig:
             out.append(f"tracking.along_epipolar_weight {self.along_epipolar_weight} is not in (0, 1]")
         if not all(isinstance(t, (int, float)) and 0.0 < t < float("inf") for t in self.final_fit_px):
             out.append(f"tracking.final_fit_px {self.final_fit_px!r}: each entry must be a positive number of pixels")
+        if not 0.0 <= self.point_warp_ratio < float("inf"):
+            out.append(f"tracking.point_warp_ratio {self.point_warp_ratio} must be a share of the depth >= 0 (0: never)")
         return out
