@@ -113,3 +113,15 @@ def test_the_refiner_warps_keyframes_far_for_their_depth_and_lands_nearer_the_tr
     # A ratio above this keyframe's distance leaves the plain result.
     same, err_same = _refine(scene, 0.6)
     assert err_same == pytest.approx(err_plain, abs=1e-9)
+
+
+def test_many_patches_are_resampled_in_chunks_with_the_same_result(scene, monkeypatch):
+    import seqace_ros.refinement.patch_warp as pw
+
+    shift = np.array([[1.0, 0.0, 0.8], [0.0, 1.0, -0.7], [0.0, 0.0, 1.0]])
+    whole = track_through_homographies(scene["src"], scene["dst"], scene["xy"], shift[None] @ scene["Hs"], 15, 3.0)
+    monkeypatch.setattr(pw, "CHUNK", 37)  # several chunks, the last one partial
+    parts = pw.track_through_homographies(scene["src"], scene["dst"], scene["xy"], shift[None] @ scene["Hs"], 15, 3.0)
+    assert len(scene["xy"]) > 3 * 37
+    assert np.array_equal(whole[1], parts[1])
+    assert np.allclose(whole[0][whole[1]], parts[0][parts[1]], atol=1e-4)

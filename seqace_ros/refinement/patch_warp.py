@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 MAX_LEVEL = 3  # source pyramid levels a shrinking warp may sample from (against aliasing)
+CHUNK = 1024  # patches resampled at a time: each holds a few cells of float64 maps (bounded memory)
 
 
 def facing_normals(points_cam: np.ndarray) -> np.ndarray:
@@ -44,6 +45,10 @@ def track_through_homographies(src: np.ndarray, dst: np.ndarray, xy_src: np.ndar
     n = len(xy_src)
     if n == 0:
         return np.zeros((0, 2), np.float32), np.zeros(0, bool)
+    if n > CHUNK:
+        parts = [track_through_homographies(src, dst, xy_src[a:a + CHUNK], H[a:a + CHUNK], window, max_shift_px)
+                 for a in range(0, n, CHUNK)]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([o for _, o in parts])
     h = np.einsum("nij,nj->ni", H, np.hstack([xy_src, np.ones((n, 1))]))
     ok = h[:, 2] > 1e-9
     u = h[:, :2] / np.where(ok, h[:, 2], 1.0)[:, None]

@@ -56,10 +56,10 @@ class TrackingConfig:
     # as on a facade photographed from a few places) deforms each patch by more than LK's shift
     # model allows: after the fit its patches are tracked again, each resampled through the
     # homography of the plane through its own point facing the keyframe, and the pose is fitted
-    # once more (refinement/patch_warp.py). It brought the Strecha fountain's median from
-    # 0.45 cm to the peer's on maps of two training seeds, but cost a room a frame within 1 cm
-    # where it ran at all: the kitchen's nearest keyframes lie within 0.18 of the depth, the
-    # facades' at 0.18-0.56 (benchmarks/README.md, "Session 13"). 0: never.
+    # once more (refinement/patch_warp.py). It took the few-view facades to the peer's precision
+    # whatever the training seed, but cost a room frames where it ran at all; a room's nearest
+    # keyframes lie nearer than this, the facades' further (benchmarks/README.md, "Session 13").
+    # 0: never.
     point_warp_ratio: float = 0.25
     min_inliers: int = 30
     # Most tracks of a right pose agree with it; a minority fit means the patches slid onto other
