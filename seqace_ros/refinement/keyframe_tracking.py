@@ -397,6 +397,15 @@ def support_kept(refined_c2w: np.ndarray, regressed_c2w: np.ndarray, K: np.ndarr
     return float((after & before).sum() / before.sum())
 
 
+def _in_view(points: np.ndarray, K: np.ndarray, pose_c2w: np.ndarray, w: int, h: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the world ``points`` that project in front of the camera and inside a
+    ``w`` x ``h`` image, and all the projections."""
+    uv, front = project(points.astype(np.float64), K, pose_c2w)
+    inside = front & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < w) & (uv[:, 1] < h)
+    return np.flatnonzero(inside), uv
+
+
 class KeyframeRefiner:
     """Refines regressed poses by tracking the nearest keyframes' reference patches into the query."""
 
@@ -437,9 +446,7 @@ class KeyframeRefiner:
         p2, p3, origin, used, source = [], [], [], [], []
         for k in self.nearest(pose_c2w):
             kf = self.keyframes[k]
-            init, front = project(kf.points.astype(np.float64), K, pose_c2w)
-            vis = front & (init[:, 0] >= 0) & (init[:, 1] >= 0) & (init[:, 0] < w) & (init[:, 1] < h)
-            idx = np.flatnonzero(vis)
+            idx, init = _in_view(kf.points, K, pose_c2w, w, h)
             pos, ok = track_between_views(self.images[k], kf.K, kf.pose_c2w, gray, K, pose_c2w, kf.xy[idx],
                                           init[idx], window, levels, c.forward_backward_px, c.derotate,
                                           self.depths[k] if c.plane_warp else None)
@@ -461,8 +468,7 @@ class KeyframeRefiner:
         facing the keyframe: pixels and world points."""
         kf = self.keyframes[k]
         h, w = gray.shape
-        proj, front = project(kf.points.astype(np.float64), K, pose_c2w)
-        idx = np.flatnonzero(front & (proj[:, 0] >= 0) & (proj[:, 1] >= 0) & (proj[:, 0] < w) & (proj[:, 1] < h))
+        idx, _ = _in_view(kf.points, K, pose_c2w, w, h)
         T = np.linalg.inv(kf.pose_c2w)
         cam = kf.points[idx].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
         H = point_homographies(kf.K, kf.pose_c2w, K, pose_c2w, cam, facing_normals(cam))

@@ -73,8 +73,8 @@ def track_through_homographies(src: np.ndarray, dst: np.ndarray, xy_src: np.ndar
     cols = max(1, int(np.ceil(np.sqrt(n))))
     rows = int(np.ceil(n / cols))
 
-    def mosaic(a: np.ndarray) -> np.ndarray:  # (N, P, P) -> (rows * P, cols * P)
-        full = np.zeros((rows * cols, P, P), np.float32)
+    def mosaic(a: np.ndarray) -> np.ndarray:  # (N, P, P) -> (rows * P, cols * P), of a's type
+        full = np.zeros((rows * cols, P, P), np.float32 if a.dtype == np.float64 else a.dtype)
         full[:len(a)] = a
         return np.ascontiguousarray(full.reshape(rows, cols, P, P).transpose(0, 2, 1, 3).reshape(rows * P, cols * P))
 
@@ -90,7 +90,7 @@ def track_through_homographies(src: np.ndarray, dst: np.ndarray, xy_src: np.ndar
         template[sel] = _cells(warped, int(sel.sum()), rows, cols, P)
     qmx, qmy = mosaic(qx), mosaic(qy)
     query = cv2.remap(dst, qmx, qmy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-    tmpl = mosaic(template.astype(np.float32)).astype(np.uint8)
+    tmpl = mosaic(template)
     idx = np.arange(n)
     origin = np.stack([(idx % cols) * P + r, (idx // cols) * P + r], axis=1).astype(np.float64)
     start = (origin + (u - centre)).astype(np.float32).reshape(-1, 1, 2)
