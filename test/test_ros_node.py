@@ -76,11 +76,14 @@ def test_tf_is_the_latest_pose_future_dated_and_never_repeats_a_stamp(node, quer
     assert len(tfs) >= 5, f"only {len(tfs)} map -> camera transforms in 1 s"
     stamps = [stamp_ns(tf) for _, tf in tfs]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "transform stamps must strictly increase"
-    assert min(stamps) >= stamp + int(TOLERANCE_S * 1e9)
     T_pose = pose_matrix(pose.pose.pose)
     from seqace_ros.ros.messages import transform_to_matrix
 
     assert np.allclose(transform_to_matrix(tfs[-1][1]), T_pose, atol=1e-6)
+    # The timer may republish the previous test's pose between clear() and this frame's answer,
+    # stamped from a clock reading just before `stamp`; the bound holds for the new pose's transforms.
+    new = [stamp_ns(tf) for _, tf in tfs if np.allclose(transform_to_matrix(tf), T_pose, atol=1e-6)]
+    assert len(new) >= 5 and min(new) >= stamp + int(TOLERANCE_S * 1e9)
 
 
 def test_late_subscriber_gets_the_latched_map_cloud(node, tiny):
