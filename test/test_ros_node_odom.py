@@ -17,7 +17,7 @@ rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
 from ros_support.harness import NodeProcess, RosClient, write_params  # noqa: E402
-from ros_support.node_testing import (CAMERA_FRAME, REMAPS, answered, diag_values,  # noqa: E402,F401
+from ros_support.node_testing import (CAMERA_FRAME, REMAPS, await_answer, diag_values,  # noqa: E402,F401
                                       frames_done, have_tf2_msgs, odometry_msg, pose_matrix, queries, ros_env,
                                       running_node, stamp_ns, tiny, wait_log)
 from seqace_ros.geometry import invert_pose, pose_errors, rotvec_to_matrix  # noqa: E402
@@ -112,10 +112,7 @@ def _odom_frame(client, odom_pub, image, K, T_odom_base, stamp, timeout=20.0):
     odom_pub.publish(odometry_msg(T_odom_base, "odom", "base_link", stamp))
     time.sleep(0.03)
     client.publish_frame(image, K, stamp, CAMERA_FRAME)
-    client.wait_for(lambda: answered(client, stamp), timeout)
-    time.sleep(0.05)  # the pose follows the marker
-    pose = [m for _, m in client.messages("pose") if stamp_ns(m) == stamp]
-    return pose[0] if pose else None
+    return await_answer(client, stamp, timeout)
 
 
 def _true_odom_base(T_map_cam):

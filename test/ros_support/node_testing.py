@@ -113,14 +113,28 @@ def answered(client: RosClient, stamp: int) -> bool:
     return any(stamp_ns(m) == stamp for key in ("pose", "inliers") for _, m in client.messages(key))
 
 
+def await_answer(client: RosClient, stamp: int, timeout: float = 20.0):
+    """Wait until the node has answered the frame with this stamp; returns its pose msg or None."""
+    client.wait_for(lambda: answered(client, stamp), timeout)
+
+    def pose():
+        return next((m for _, m in client.messages("pose") if stamp_ns(m) == stamp), None)
+
+    # The pose follows the marker. A green marker says the frame was localized, so its pose is on
+    # the way: wait for it rather than for a fixed time a loaded machine may overrun.
+    marker = next((m for _, m in client.messages("inliers") if stamp_ns(m) == stamp), None)
+    if marker is not None and marker.color.g > 0.5:
+        client.wait_for(lambda: pose() is not None, 5.0)
+    else:
+        time.sleep(0.05)  # a lost frame's pose (publish_when_lost) follows its red marker too
+    return pose()
+
+
 def process(client: RosClient, image, K, timeout: float = 20.0, **kw):
     """Publish one frame and wait until the node has answered it; returns (stamp, pose msg or None)."""
     stamp = client.now_ns()
     client.publish_frame(image, K, stamp, CAMERA_FRAME, **kw)
-    client.wait_for(lambda: answered(client, stamp), timeout)
-    time.sleep(0.05)  # the pose follows the marker
-    pose = [m for _, m in client.messages("pose") if stamp_ns(m) == stamp]
-    return stamp, (pose[0] if pose else None)
+    return stamp, await_answer(client, stamp, timeout)
 
 
 def pose_matrix(pose) -> np.ndarray:
